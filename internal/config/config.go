@@ -1,0 +1,447 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	DataDir   string     `yaml:"data_dir"`
+	Region    string     `yaml:"region"`
+	AccountID string     `yaml:"account_id"`
+	Partition string     `yaml:"partition"`
+	Store     string     `yaml:"store"` // "" = SQLite in the data dir; postgres://… shared store
+	Redis     string     `yaml:"redis"`
+	API       API        `yaml:"api"`
+	Metrics   Metrics    `yaml:"metrics"`
+	Audit     Audit      `yaml:"audit"`
+	Instances []Instance `yaml:"instances"`
+
+	// Path is the file the configuration was loaded from ("" if none).
+	Path string `yaml:"-"`
+	// lines maps a dotted key path to its line in the file, for messages.
+	lines map[string]int
+}
+
+// API is the STS-compatible endpoint.
+type API struct {
+	Listen string `yaml:"listen"`
+}
+
+// Metrics is the Prometheus and health endpoint.
+type Metrics struct {
+	Listen string `yaml:"listen"`
+}
+
+// Audit configures the audit log.
+type Audit struct {
+	File       string `yaml:"file"`
+	FailClosed bool   `yaml:"fail_closed"`
+}
+
+// Instance is one database behind one listener.
+type Instance struct {
+	Name        string      `yaml:"name"`
+	Engine      string      `yaml:"engine"`
+	ResourceID  string      `yaml:"resource_id"`
+	Region      string      `yaml:"region"`
+	Listen      string      `yaml:"listen"`
+	Endpoints   []string    `yaml:"endpoints"`
+	TLS         *ServerTLS  `yaml:"tls"`
+	Upstream    Upstream    `yaml:"upstream"`
+	BackendAuth BackendAuth `yaml:"backend_auth"`
+	IAMUsers    []string    `yaml:"iam_users"`
+	Limits      Limits      `yaml:"limits"`
+}
+
+// ServerTLS names the certificate a listener presents (default: the data
+// dir's server certificate).
+type ServerTLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Upstream is the real database server.
+type Upstream struct {
+	Address string `yaml:"address"`
+	TLS     string `yaml:"tls"` // disable | require | verify-full
+	CA      string `yaml:"ca"`
+}
+
+// BackendAuth says how iamdb logs in to the upstream as the database user.
+type BackendAuth struct {
+	Mode              string `yaml:"mode"` // managed | secrets | trust
+	AdminUser         string `yaml:"admin_user"`
+	AdminPasswordEnv  string `yaml:"admin_password_env"`
+	AdminPasswordFile string `yaml:"admin_password_file"`
+	SecretsFile       string `yaml:"secrets_file"`
+}
+
+// Limits is admission control for one instance.
+type Limits struct {
+	NewLoginsPerSecond  int `yaml:"new_logins_per_second"`
+	PrincipalsPerSecond int `yaml:"principals_per_second"`
+	MaxConnections      int `yaml:"max_connections"`
+}
+
+// Defaults for keys left out of the file.
+const (
+	DefaultDataDir             = "./iamdb-data"
+	DefaultRegion              = "us-east-1"
+	DefaultPartition           = "aws"
+	DefaultAPIListen           = "127.0.0.1:8787"
+	DefaultMetricsListen       = "127.0.0.1:9187"
+	DefaultNewLoginsPerSecond  = 200
+	DefaultPrincipalsPerSecond = 20
+	DefaultMaxConnections      = 1000
+)
+
+// Error lists every problem found in a configuration file.
+type Error struct {
+	Path     string
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	name := e.Path
+	if name == "" {
+		name = "configuration"
+	}
+	if len(e.Problems) == 1 {
+		return name + ": " + e.Problems[0]
+	}
+	return name + ":\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("configuration file %s does not exist: create it (see docs/configuration.md) or pass --config", path)
+		}
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.Path = path
+		}
+		return nil, err
+	}
+	cfg.Path = path
+	// Relative paths in the file are relative to the file, not to wherever
+	// the command happens to run.
+	base, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("resolving the configuration's directory: %w", err)
+	}
+	cfg.resolvePaths(base)
+	return cfg, nil
+}
+
+// Parse decodes and validates a configuration document.
+func Parse(data []byte) (*Config, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, &Error{Problems: []string{"the file is empty: it needs at least one setting (see docs/configuration.md)"}}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var cfg Config
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, &Error{Problems: yamlProblems(err)}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, &Error{Problems: []string{"the file holds more than one YAML document: keep one"}}
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err == nil {
+		cfg.lines = map[string]int{}
+		indexLines(&root, "", cfg.lines)
+	}
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// yamlProblems turns the decoder's messages ("line 3: field foo not found in
+// type config.Config") into ones that speak of keys, not Go types.
+func yamlProblems(err error) []string {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return []string{"not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	typeName := regexp.MustCompile(` in type config\.\w+`)
+	out := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		msg := typeName.ReplaceAllString(e, "")
+		msg = strings.Replace(msg, ": field ", ": unknown key ", 1)
+		msg = strings.Replace(msg, " not found", " (check its spelling and indentation; see docs/configuration.md)", 1)
+		msg = strings.Replace(msg, "cannot unmarshal !!", "wrong type: got ", 1)
+		out = append(out, msg)
+	}
+	return out
+}
+
+// indexLines records the line of every mapping key as a dotted path, with
+// sequence items as [i].
+func indexLines(n *yaml.Node, prefix string, out map[string]int) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			indexLines(c, prefix, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			p := k.Value
+			if prefix != "" {
+				p = prefix + "." + k.Value
+			}
+			out[p] = k.Line
+			indexLines(n.Content[i+1], p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := prefix + "[" + strconv.Itoa(i) + "]"
+			out[p] = c.Line
+			indexLines(c, p, out)
+		}
+	}
+}
+
+func (c *Config) applyDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Region == "" {
+		c.Region = DefaultRegion
+	}
+	if c.Partition == "" {
+		c.Partition = DefaultPartition
+	}
+	if c.API.Listen == "" {
+		c.API.Listen = DefaultAPIListen
+	}
+	if c.Metrics.Listen == "" {
+		c.Metrics.Listen = DefaultMetricsListen
+	}
+	if c.Audit.File == "" {
+		c.Audit.File = filepath.Join(c.DataDir, "audit.jsonl")
+	}
+	for i := range c.Instances {
+		in := &c.Instances[i]
+		if in.Region == "" {
+			in.Region = c.Region
+		}
+		if len(in.Endpoints) == 0 && in.Listen != "" {
+			in.Endpoints = []string{in.Listen}
+		}
+		if in.Upstream.TLS == "" {
+			in.Upstream.TLS = "disable"
+		}
+		if in.BackendAuth.Mode == "" {
+			in.BackendAuth.Mode = "managed"
+		}
+		if in.Limits.NewLoginsPerSecond == 0 {
+			in.Limits.NewLoginsPerSecond = DefaultNewLoginsPerSecond
+		}
+		if in.Limits.PrincipalsPerSecond == 0 {
+			in.Limits.PrincipalsPerSecond = DefaultPrincipalsPerSecond
+		}
+		if in.Limits.MaxConnections == 0 {
+			in.Limits.MaxConnections = DefaultMaxConnections
+		}
+	}
+}
+
+func (c *Config) resolvePaths(base string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	dataDirWasDefault := c.Audit.File == filepath.Join(c.DataDir, "audit.jsonl")
+	abs(&c.DataDir)
+	if dataDirWasDefault {
+		c.Audit.File = filepath.Join(c.DataDir, "audit.jsonl")
+	} else {
+		abs(&c.Audit.File)
+	}
+	for i := range c.Instances {
+		in := &c.Instances[i]
+		if in.TLS != nil {
+			abs(&in.TLS.Cert)
+			abs(&in.TLS.Key)
+		}
+		abs(&in.Upstream.CA)
+		abs(&in.BackendAuth.AdminPasswordFile)
+		abs(&in.BackendAuth.SecretsFile)
+	}
+}
+
+var (
+	accountRE  = regexp.MustCompile(`^[0-9]{12}$`)
+	regionRE   = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$|^[a-z][a-z0-9-]{1,30}$`)
+	resourceRE = regexp.MustCompile(`^(db|cluster|prx)-[A-Za-z0-9]{1,63}$`)
+	nameRE     = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]{0,62}$`)
+)
+
+// Validate checks every setting and reports all problems together, each with
+// the line it is on when known.
+func (c *Config) Validate() error {
+	var probs []string
+	add := func(key, format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		if line, ok := c.lines[key]; ok {
+			probs = append(probs, fmt.Sprintf("line %d: %s: %s", line, key, msg))
+		} else {
+			probs = append(probs, key+": "+msg)
+		}
+	}
+	if c.AccountID != "" && !accountRE.MatchString(c.AccountID) {
+		add("account_id", "%q is not a 12-digit account id (quote it in YAML so leading zeros survive)", c.AccountID)
+	}
+	if !regionRE.MatchString(c.Region) {
+		add("region", "%q is not a region name such as us-east-1", c.Region)
+	}
+	if c.Store != "" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") && !strings.HasPrefix(c.Store, "sqlite://") {
+		add("store", "must be a postgres:// URL (or sqlite:///path); leave it out to use SQLite in the data dir")
+	}
+	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") {
+		add("redis", "must be a redis:// or rediss:// URL")
+	}
+	checkHostPort := func(key, v string) {
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			add(key, "%q is not host:port", v)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			add(key, "%q has an invalid port", v)
+		}
+	}
+	checkHostPort("api.listen", c.API.Listen)
+	checkHostPort("metrics.listen", c.Metrics.Listen)
+
+	names := map[string]bool{}
+	listens := map[string]string{}
+	for i, in := range c.Instances {
+		k := func(s string) string { return fmt.Sprintf("instances[%d].%s", i, s) }
+		if !nameRE.MatchString(in.Name) {
+			add(k("name"), "%q: give each instance a name of letters, digits, - and _ starting with a letter", in.Name)
+		} else if names[in.Name] {
+			add(k("name"), "%q is used by another instance", in.Name)
+		}
+		names[in.Name] = true
+		switch in.Engine {
+		case "postgres", "mysql":
+		default:
+			add(k("engine"), "%q: use postgres, or mysql (also for MariaDB)", in.Engine)
+		}
+		if !resourceRE.MatchString(in.ResourceID) {
+			add(k("resource_id"), "%q: use an id like db-ORDERS00000000000000000000 (prefix db-, cluster- or prx-); policies name it in arn:aws:rds-db:REGION:ACCOUNT:dbuser:RESOURCE_ID/USER", in.ResourceID)
+		}
+		if !regionRE.MatchString(in.Region) {
+			add(k("region"), "%q is not a region name", in.Region)
+		}
+		if in.Listen == "" {
+			add(k("listen"), "required: the host:port this instance's clients connect to")
+		} else {
+			checkHostPort(k("listen"), in.Listen)
+			if other, dup := listens[in.Listen]; dup {
+				add(k("listen"), "%s is already the listen address of instance %q", in.Listen, other)
+			}
+			listens[in.Listen] = in.Name
+		}
+		for j, e := range in.Endpoints {
+			checkHostPort(fmt.Sprintf("instances[%d].endpoints[%d]", i, j), e)
+		}
+		if in.TLS != nil && (in.TLS.Cert == "" || in.TLS.Key == "") {
+			add(k("tls"), "set both cert and key, or leave tls out to use the data dir's certificate")
+		}
+		if in.Upstream.Address == "" {
+			add(k("upstream.address"), "required: host:port of the real database server")
+		} else {
+			checkHostPort(k("upstream.address"), in.Upstream.Address)
+		}
+		switch in.Upstream.TLS {
+		case "disable", "require":
+		case "verify-full":
+			if in.Upstream.CA == "" {
+				add(k("upstream.ca"), "upstream.tls verify-full needs ca: the CA file that signed the upstream's certificate")
+			}
+		default:
+			add(k("upstream.tls"), "%q: use disable, require or verify-full", in.Upstream.TLS)
+		}
+		ba := in.BackendAuth
+		switch ba.Mode {
+		case "managed":
+			if ba.AdminUser == "" {
+				add(k("backend_auth.admin_user"), "mode managed needs an admin user that may change database users' passwords")
+			}
+			if ba.AdminPasswordEnv != "" && ba.AdminPasswordFile != "" {
+				add(k("backend_auth"), "set admin_password_env or admin_password_file, not both")
+			}
+		case "secrets":
+			if ba.SecretsFile == "" {
+				add(k("backend_auth.secrets_file"), "mode secrets needs secrets_file: a YAML map of database user to password")
+			}
+		case "trust":
+		default:
+			add(k("backend_auth.mode"), "%q: use managed, secrets or trust", ba.Mode)
+		}
+		if in.Engine == "mysql" && len(in.IAMUsers) == 0 {
+			add(k("iam_users"), "required for mysql: list the database users (names or patterns like report_*) that log in with IAM tokens")
+		}
+		for j, p := range in.IAMUsers {
+			if _, err := filepath.Match(p, ""); err != nil || p == "" {
+				add(fmt.Sprintf("instances[%d].iam_users[%d]", i, j), "%q is not a valid name or pattern", p)
+			}
+		}
+		l := in.Limits
+		if l.NewLoginsPerSecond < 0 || l.PrincipalsPerSecond < 0 || l.MaxConnections < 0 {
+			add(k("limits"), "limits cannot be negative")
+		}
+	}
+	if len(probs) > 0 {
+		return &Error{Path: c.Path, Problems: probs}
+	}
+	return nil
+}
+
+// Instance returns the instance named name.
+func (c *Config) Instance(name string) (*Instance, error) {
+	for i := range c.Instances {
+		if c.Instances[i].Name == name {
+			return &c.Instances[i], nil
+		}
+	}
+	known := make([]string, 0, len(c.Instances))
+	for _, in := range c.Instances {
+		known = append(known, in.Name)
+	}
+	return nil, fmt.Errorf("no instance named %q in %s (configured: %s)", name, c.Path, strings.Join(known, ", "))
+}
+
+// IsIAMUser reports whether dbUser matches the instance's iam_users list.
+func (in *Instance) IsIAMUser(dbUser string) bool {
+	for _, p := range in.IAMUsers {
+		if ok, _ := filepath.Match(p, dbUser); ok {
+			return true
+		}
+	}
+	return false
+}

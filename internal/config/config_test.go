@@ -1,0 +1,142 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadExample(t *testing.T) {
+	cfg, err := Load("testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AccountID != "123456789012" || cfg.Region != "us-east-1" || len(cfg.Instances) != 2 {
+		t.Fatalf("unexpected config: %+v", cfg)
+	}
+	dir, _ := filepath.Abs("testdata")
+	if cfg.DataDir != filepath.Join(dir, "iamdb-data") {
+		t.Errorf("data_dir not resolved against the file's directory: %s", cfg.DataDir)
+	}
+	if cfg.Audit.File != filepath.Join(dir, "iamdb-data", "audit.jsonl") {
+		t.Errorf("audit.file = %s", cfg.Audit.File)
+	}
+	orders, err := cfg.Instance("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if orders.Region != "us-east-1" || orders.BackendAuth.AdminPasswordEnv != "IAMDB_PG_ADMIN_PASSWORD" || len(orders.Endpoints) != 2 {
+		t.Errorf("orders: %+v", orders)
+	}
+	shop, _ := cfg.Instance("shop")
+	if shop.Upstream.TLS != "disable" || shop.Limits.NewLoginsPerSecond != DefaultNewLoginsPerSecond ||
+		shop.Limits.MaxConnections != DefaultMaxConnections || shop.Endpoints[0] != "127.0.0.1:6033" {
+		t.Errorf("defaults not applied to shop: %+v", shop)
+	}
+	if shop.BackendAuth.SecretsFile != filepath.Join(dir, "secrets.yaml") {
+		t.Errorf("secrets_file not resolved: %s", shop.BackendAuth.SecretsFile)
+	}
+	if !shop.IsIAMUser("app") || !shop.IsIAMUser("report_daily") || shop.IsIAMUser("admin") || shop.IsIAMUser("App") {
+		t.Error("IsIAMUser does not follow iam_users")
+	}
+	if _, err := cfg.Instance("nope"); err == nil || !strings.Contains(err.Error(), "configured: orders, shop") {
+		t.Errorf("unknown instance error: %v", err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	const pgInstance = `instances:
+  - name: a
+    engine: postgres
+    resource_id: db-AAAA
+    listen: 127.0.0.1:1
+    upstream: {address: 127.0.0.1:2}
+    backend_auth: {mode: trust}
+`
+	for _, tc := range []struct {
+		name string
+		doc  string
+		want []string
+	}{
+		{"empty", "  \n", []string{"the file is empty"}},
+		{"unknown top key", "region: us-east-1\nregoin: x\n", []string{"line 2: unknown key regoin"}},
+		{"unknown nested key", "api:\n  listen: 127.0.0.1:1\n  lisen: x\n", []string{"line 3: unknown key lisen"}},
+		{"wrong type", "instances: 5\n", []string{"line 1:", "wrong type"}},
+		{"bad yaml", "a: [\n", []string{"not valid YAML"}},
+		{"two documents", "region: us-east-1\n---\nregion: eu-west-1\n", []string{"more than one YAML document"}},
+		{"bad account", "account_id: 1234\n", []string{"line 1: account_id", "12-digit"}},
+		{"bad region", "region: Mars\n", []string{"region", "not a region name"}},
+		{"bad store", "store: mysql://x\n", []string{"store: must be a postgres://"}},
+		{"bad listen", "api: {listen: nope}\n", []string{"api.listen", "not host:port"}},
+		{"bad engine", strings.Replace(pgInstance, "postgres", "oracle", 1), []string{"line 3: instances[0].engine", `"oracle"`}},
+		{"bad resource id", strings.Replace(pgInstance, "db-AAAA", "orders", 1), []string{"line 4: instances[0].resource_id"}},
+		{"duplicate name", pgInstance + strings.Replace(strings.TrimPrefix(pgInstance, "instances:\n"), "127.0.0.1:1", "127.0.0.1:3", 1),
+			[]string{"instances[1].name", "used by another instance"}},
+		{"duplicate listen", pgInstance + strings.Replace(strings.TrimPrefix(pgInstance, "instances:\n"), "name: a", "name: b", 1),
+			[]string{"instances[1].listen", "already the listen address"}},
+		{"mysql without iam_users", strings.Replace(pgInstance, "postgres", "mysql", 1), []string{"instances[0].iam_users", "required for mysql"}},
+		{"verify-full without ca", strings.Replace(pgInstance, "{address: 127.0.0.1:2}", "{address: 127.0.0.1:2, tls: verify-full}", 1), []string{"upstream.ca"}},
+		{"bad tls mode", strings.Replace(pgInstance, "{address: 127.0.0.1:2}", "{address: 127.0.0.1:2, tls: prefer}", 1), []string{"upstream.tls", `"prefer"`}},
+		{"managed without admin", strings.Replace(pgInstance, "{mode: trust}", "{mode: managed}", 1), []string{"backend_auth.admin_user"}},
+		{"secrets without file", strings.Replace(pgInstance, "{mode: trust}", "{mode: secrets}", 1), []string{"backend_auth.secrets_file"}},
+		{"negative limit", pgInstance + "    limits: {max_connections: -1}\n", []string{"limits cannot be negative"}},
+		{"several problems at once", "region: Mars\naccount_id: x\n", []string{"region", "account_id"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "iamdb.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestLoadErrorNamesFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "iamdb.yaml")
+	if err := os.WriteFile(p, []byte("bogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p)
+	if err == nil || !strings.HasPrefix(err.Error(), p+": line 1: unknown key bogus") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	seed, err := os.ReadFile("testdata/example.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte("region: us-east-1\n"))
+	f.Add([]byte("instances: [{name: a}]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		// Whatever parses must satisfy Validate again and carry defaults.
+		if cfg.Region == "" || cfg.DataDir == "" || cfg.API.Listen == "" {
+			t.Fatalf("defaults missing: %+v", cfg)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted config fails Validate: %v", err)
+		}
+	})
+}
