@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/iamdb/iamdb/internal/config"
 )
 
 // usageError marks errors caused by the command line itself, so Main can exit
@@ -24,6 +26,7 @@ func usagef(format string, args ...any) error {
 type globalFlags struct {
 	configPath string
 	dataDir    string
+	cfg        *config.Config // loaded once per command
 }
 
 // Main runs the CLI with args (without the program name) and returns the
@@ -66,6 +69,8 @@ Amazon RDS IAM database authentication does, on any server you run.`,
 	root.AddCommand(
 		newVersionCmd(),
 		newTokenCmd(g),
+		newInitCmd(g),
+		// management commands (user, group, role, policy, access-key, apply) register here
 	)
 	// Unknown subcommands and stray arguments are usage errors too.
 	root.Args = func(cmd *cobra.Command, args []string) error {
