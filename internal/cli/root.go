@@ -70,7 +70,12 @@ Amazon RDS IAM database authentication does, on any server you run.`,
 		newVersionCmd(),
 		newTokenCmd(g),
 		newInitCmd(g),
-		// management commands (user, group, role, policy, access-key, apply) register here
+		newUserCmd(g),
+		newGroupCmd(g),
+		newRoleCmd(g),
+		newPolicyCmd(g),
+		newAccessKeyCmd(g),
+		newApplyCmd(g),
 	)
 	// Unknown subcommands and stray arguments are usage errors too.
 	root.Args = func(cmd *cobra.Command, args []string) error {
