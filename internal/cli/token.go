@@ -48,6 +48,7 @@ AWS_DEFAULT_REGION or the profile.`,
 			return nil
 		},
 	}
+	cmd.AddCommand(newTokenVerifyCmd(g))
 	fl := cmd.Flags()
 	fl.StringVar(&f.hostname, "hostname", "", "host name of the database endpoint, as the client will connect to it (required)")
 	fl.IntVar(&f.port, "port", 0, "port of the database endpoint (required)")
