@@ -32,11 +32,11 @@ func BenchmarkVerifyCryptoFloor(b *testing.B) {
 	}
 	creq := []byte("GET\n/\n" + canonicalQuery(tok.params) + "\nhost:" + tok.Endpoint + "\n\n" + signedHeaders + "\n" + emptyPayloadHash)
 	sts := []byte(Algorithm + "\n" + tok.rawDate + "\n" + tok.scope() + "\n" + strings.Repeat("0", 64))
-	key := DeriveSigningKey(testSecret, tok.rawDate[:8], tok.Region, Service)
+	key := newHMACPads(DeriveSigningKey(testSecret, tok.rawDate[:8], tok.Region, Service))
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = sha256.Sum256(creq)
-		_ = hmacSmall(key, sts)
+		_ = key.sum(sts)
 	}
 }
 

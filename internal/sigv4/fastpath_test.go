@@ -106,3 +106,26 @@ func TestUnescapeValue(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstUnprintable pins the eight-at-a-time scan to the byte loop for
+// every byte value at every position of a 17-byte string.
+func TestFirstUnprintable(t *testing.T) {
+	slow := func(s string) int {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c <= ' ' || c >= 0x7f {
+				return i
+			}
+		}
+		return -1
+	}
+	base := []byte("abcdefghijklmnopq")
+	for pos := range base {
+		for c := 0; c < 256; c++ {
+			b := append([]byte(nil), base...)
+			b[pos] = byte(c)
+			if got, want := firstUnprintable(string(b)), slow(string(b)); got != want {
+				t.Fatalf("byte %#x at %d: got %d, want %d", c, pos, got, want)
+			}
+		}
+	}
+}

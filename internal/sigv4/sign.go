@@ -73,14 +73,30 @@ func hmacSHA256(key []byte, data string) []byte {
 // for every token. It is RFC 2104 spelled out; hmacSHA256 is the reference
 // it is tested against.
 func hmacSmall(key, data []byte) [sha256.Size]byte {
-	const block = 64
-	var ipad, opad [block]byte
-	copy(ipad[:], key)
-	copy(opad[:], key)
-	for i := range ipad {
-		ipad[i] ^= 0x36
-		opad[i] ^= 0x5c
+	p := newHMACPads(key)
+	return p.sum(data)
+}
+
+const hmacBlock = 64
+
+// hmacPads are a key's inner and outer HMAC pads, computed once per derived
+// signing key and kept with it in the key cache.
+type hmacPads struct{ ipad, opad [hmacBlock]byte }
+
+func newHMACPads(key []byte) *hmacPads {
+	p := &hmacPads{}
+	copy(p.ipad[:], key)
+	copy(p.opad[:], key)
+	for i := range p.ipad {
+		p.ipad[i] ^= 0x36
+		p.opad[i] ^= 0x5c
 	}
+	return p
+}
+
+func (p *hmacPads) sum(data []byte) [sha256.Size]byte {
+	const block = hmacBlock
+	ipad, opad := &p.ipad, &p.opad
 	var inner [sha256.Size]byte
 	var buf [block + 256]byte
 	if len(data) <= 256 {
@@ -181,14 +197,14 @@ func canonicalQuery(params []param) string {
 // signature computes the SigV4 signature of a presigned GET / whose only
 // signed header is host.
 func signature(key []byte, rawDate, region, query, host string) []byte {
-	sig, _ := computeSignature(key, rawDate, region, []byte(query), host, nil)
+	sig, _ := computeSignature(newHMACPads(key), rawDate, region, []byte(query), host, nil)
 	return sig[:]
 }
 
 // computeSignature is signature for the login path: the canonical request
 // is built in buf, which is returned for reuse across host forms, and the
 // string to sign lives on the stack.
-func computeSignature(key []byte, rawDate, region string, query []byte, host string, buf []byte) ([sha256.Size]byte, []byte) {
+func computeSignature(key *hmacPads, rawDate, region string, query []byte, host string, buf []byte) ([sha256.Size]byte, []byte) {
 	buf = append(buf[:0], "GET\n/\n"...)
 	buf = append(buf, query...)
 	buf = append(buf, "\nhost:"...)
@@ -204,7 +220,7 @@ func computeSignature(key []byte, rawDate, region string, query []byte, host str
 	sts = append(sts, region...)
 	sts = append(sts, "/"+Service+"/"+scopeTerm+"\n"...)
 	sts = hex.AppendEncode(sts, sum[:])
-	return hmacSmall(key, sts), buf
+	return key.sum(sts), buf
 }
 
 // SignInput describes a token to generate, with the same inputs as

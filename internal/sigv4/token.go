@@ -2,6 +2,7 @@ package sigv4
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -145,10 +146,8 @@ func Parse(s string) (*Token, error) {
 	if s == "" {
 		return nil, refuse(Malformed, "token is empty")
 	}
-	for i := 0; i < len(s); i++ {
-		if !printable[s[i]] {
-			return nil, refuse(Malformed, "token contains a space, control or non-ASCII character at byte %d; pass the token exactly as generated", i)
-		}
+	if i := firstUnprintable(s); i >= 0 {
+		return nil, refuse(Malformed, "token contains a space, control or non-ASCII character at byte %d; pass the token exactly as generated", i)
 	}
 	if strings.IndexByte(s, '#') >= 0 {
 		return nil, refuse(Malformed, "token contains a fragment (#)")
@@ -387,13 +386,32 @@ func (t *Token) parseCredential(v string) error {
 	return nil
 }
 
-// printable is the set of bytes a token may contain: visible ASCII.
-var printable = func() (t [256]bool) {
-	for c := '!'; c < 0x7f; c++ {
-		t[c] = true
+// firstUnprintable returns the index of the first byte outside visible
+// ASCII ('!' … '~'), or -1. It tests eight bytes at a time: every token
+// byte is checked on every login.
+func firstUnprintable(s string) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		// A byte below 0x21, or above 0x7e (0x7f…0xff), sets its high bit
+		// in one of the two terms.
+		below := (w - ones*0x21) & ^w & highs
+		above := ((w + ones*(0x7f-0x7e)) | w) & highs
+		if below|above != 0 {
+			break
+		}
 	}
-	return t
-}()
+	for ; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return i
+		}
+	}
+	return -1
+}
 
 // queryUnescape decodes %XX (either hex case) and '+' as a space, as
 // url.QueryUnescape does, returning s itself when there is nothing to decode
@@ -425,13 +443,19 @@ func queryUnescape(s string) (string, bool) {
 // as %XX in uppercase hex), in one pass: the canonical query can then reuse
 // the token's own text, which is what every SDK writes.
 func unescapeValue(s string) (value string, canonical, ok bool) {
-	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
-		for i := 0; i < len(s); i++ {
-			if !unreservedByte[s[i]] {
-				return s, false, true
+	canonical = true
+	plain := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !unreservedByte[c] {
+			if c == '%' || c == '+' {
+				plain = false
+				break
 			}
+			canonical = false
 		}
-		return s, true, true
+	}
+	if plain {
+		return s, canonical, true
 	}
 	canonical = true
 	b := make([]byte, 0, len(s))

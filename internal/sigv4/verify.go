@@ -322,10 +322,10 @@ type cacheKey struct{ accessKeyID, date, region string }
 // instead of serving a stale key.
 type cacheEntry struct {
 	secret string
-	key    []byte
+	key    *hmacPads
 }
 
-func (c *keyCache) get(accessKeyID, secret, date, region string) []byte {
+func (c *keyCache) get(accessKeyID, secret, date, region string) *hmacPads {
 	k := cacheKey{accessKeyID, date, region}
 	c.mu.Lock()
 	e, ok := c.keys[k]
@@ -333,7 +333,7 @@ func (c *keyCache) get(accessKeyID, secret, date, region string) []byte {
 	if ok && subtle.ConstantTimeCompare([]byte(e.secret), []byte(secret)) == 1 {
 		return e.key
 	}
-	key := DeriveSigningKey(secret, date, region, Service)
+	key := newHMACPads(DeriveSigningKey(secret, date, region, Service))
 	c.mu.Lock()
 	// Keys roll over daily, so dropping everything when full is as good as
 	// LRU here and far simpler; a re-derivation costs microseconds.

@@ -281,24 +281,24 @@ func TestExplain(t *testing.T) {
 func TestKeyCache(t *testing.T) {
 	c := &keyCache{max: 2, keys: map[cacheKey]cacheEntry{}}
 	a := c.get("AKIDA", "secret-a", "20261122", "us-east-1")
-	if want := DeriveSigningKey("secret-a", "20261122", "us-east-1", Service); string(a) != string(want) {
+	if want := newHMACPads(DeriveSigningKey("secret-a", "20261122", "us-east-1", Service)); *a != *want {
 		t.Fatal("cached key differs from the derived key")
 	}
 	b := c.get("AKIDB", "secret-b", "20261122", "us-east-1")
-	if string(a) == string(b) {
+	if *a == *b {
 		t.Fatal("two secrets share a key")
 	}
-	if d := c.get("AKIDA", "secret-a", "20261123", "us-east-1"); string(d) == string(a) {
+	if d := c.get("AKIDA", "secret-a", "20261123", "us-east-1"); *d == *a {
 		t.Fatal("two dates share a key")
 	}
 	if len(c.keys) > 2 {
 		t.Fatalf("cache holds %d keys, limit 2", len(c.keys))
 	}
-	if again := c.get("AKIDA", "secret-a", "20261122", "us-east-1"); string(again) != string(a) {
+	if again := c.get("AKIDA", "secret-a", "20261122", "us-east-1"); *again != *a {
 		t.Fatal("key changed after eviction")
 	}
 	// The same key id with another secret must not get the cached key.
-	if other := c.get("AKIDA", "secret-c", "20261122", "us-east-1"); string(other) == string(a) {
+	if other := c.get("AKIDA", "secret-c", "20261122", "us-east-1"); *other == *a {
 		t.Fatal("a changed secret was served the old derived key")
 	}
 }
