@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -27,6 +28,9 @@ type Config struct {
 	Metrics   Metrics    `yaml:"metrics"`
 	Audit     Audit      `yaml:"audit"`
 	Instances []Instance `yaml:"instances"`
+	// DrainTimeout is how long SIGTERM waits for sessions to finish before
+	// closing them.
+	DrainTimeout Duration `yaml:"drain_timeout"`
 
 	// Path is the file the configuration was loaded from ("" if none).
 	Path string `yaml:"-"`
@@ -63,6 +67,8 @@ type Instance struct {
 	BackendAuth BackendAuth `yaml:"backend_auth"`
 	IAMUsers    []string    `yaml:"iam_users"`
 	Limits      Limits      `yaml:"limits"`
+	// HandshakeTimeout bounds a login from accept to ready session.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
 }
 
 // ServerTLS names the certificate a listener presents (default: the data
@@ -74,9 +80,10 @@ type ServerTLS struct {
 
 // Upstream is the real database server.
 type Upstream struct {
-	Address string `yaml:"address"`
-	TLS     string `yaml:"tls"` // disable | require | verify-full
-	CA      string `yaml:"ca"`
+	Address     string   `yaml:"address"`
+	TLS         string   `yaml:"tls"` // disable | require | verify-full
+	CA          string   `yaml:"ca"`
+	DialTimeout Duration `yaml:"dial_timeout"`
 }
 
 // BackendAuth says how iamdb logs in to the upstream as the database user.
@@ -86,6 +93,8 @@ type BackendAuth struct {
 	AdminPasswordEnv  string `yaml:"admin_password_env"`
 	AdminPasswordFile string `yaml:"admin_password_file"`
 	SecretsFile       string `yaml:"secrets_file"`
+	// RotateEvery is how often mode managed replaces a user's password.
+	RotateEvery Duration `yaml:"rotate_every"`
 }
 
 // Limits is admission control for one instance.
@@ -105,7 +114,35 @@ const (
 	DefaultNewLoginsPerSecond  = 200
 	DefaultPrincipalsPerSecond = 20
 	DefaultMaxConnections      = 1000
+	DefaultDrainTimeout        = Duration(30 * time.Second)
+	DefaultHandshakeTimeout    = Duration(10 * time.Second)
+	DefaultDialTimeout         = Duration(5 * time.Second)
+	DefaultRotateEvery         = Duration(24 * time.Hour)
 )
+
+// Duration is a time.Duration written in YAML as "30s", "5m", "24h" or a
+// number of seconds.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML accepts Go duration strings and plain seconds.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: expected a duration such as 30s, 5m or 24h", n.Line)
+	}
+	if secs, err := strconv.ParseFloat(n.Value, 64); err == nil {
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration: write it like 30s, 5m or 24h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
 
 // Error lists every problem found in a configuration file.
 type Error struct {
@@ -244,6 +281,9 @@ func (c *Config) applyDefaults() {
 	if c.Audit.File == "" {
 		c.Audit.File = filepath.Join(c.DataDir, "audit.jsonl")
 	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
 	for i := range c.Instances {
 		in := &c.Instances[i]
 		if in.Region == "" {
@@ -266,6 +306,15 @@ func (c *Config) applyDefaults() {
 		}
 		if in.Limits.MaxConnections == 0 {
 			in.Limits.MaxConnections = DefaultMaxConnections
+		}
+		if in.HandshakeTimeout == 0 {
+			in.HandshakeTimeout = DefaultHandshakeTimeout
+		}
+		if in.Upstream.DialTimeout == 0 {
+			in.Upstream.DialTimeout = DefaultDialTimeout
+		}
+		if in.BackendAuth.RotateEvery == 0 {
+			in.BackendAuth.RotateEvery = DefaultRotateEvery
 		}
 	}
 }
@@ -332,6 +381,9 @@ func (c *Config) Validate() error {
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			add(key, "%q has an invalid port", v)
 		}
+	}
+	if c.DrainTimeout < 0 {
+		add("drain_timeout", "cannot be negative")
 	}
 	checkHostPort("api.listen", c.API.Listen)
 	checkHostPort("metrics.listen", c.Metrics.Listen)
@@ -410,6 +462,9 @@ func (c *Config) Validate() error {
 			if _, err := filepath.Match(p, ""); err != nil || p == "" {
 				add(fmt.Sprintf("instances[%d].iam_users[%d]", i, j), "%q is not a valid name or pattern", p)
 			}
+		}
+		if in.HandshakeTimeout < 0 || in.Upstream.DialTimeout < 0 || in.BackendAuth.RotateEvery < 0 {
+			add(k("handshake_timeout"), "timeouts and intervals cannot be negative")
 		}
 		l := in.Limits
 		if l.NewLoginsPerSecond < 0 || l.PrincipalsPerSecond < 0 || l.MaxConnections < 0 {

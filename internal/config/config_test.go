@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadExample(t *testing.T) {
@@ -36,6 +37,10 @@ func TestLoadExample(t *testing.T) {
 	}
 	if shop.BackendAuth.SecretsFile != filepath.Join(dir, "secrets.yaml") {
 		t.Errorf("secrets_file not resolved: %s", shop.BackendAuth.SecretsFile)
+	}
+	if cfg.DrainTimeout.D() != 30*time.Second || shop.HandshakeTimeout.D() != 10*time.Second ||
+		shop.Upstream.DialTimeout.D() != 5*time.Second || shop.BackendAuth.RotateEvery.D() != 24*time.Hour {
+		t.Errorf("duration defaults: drain %v handshake %v dial %v rotate %v", cfg.DrainTimeout.D(), shop.HandshakeTimeout.D(), shop.Upstream.DialTimeout.D(), shop.BackendAuth.RotateEvery.D())
 	}
 	if !shop.IsIAMUser("app") || !shop.IsIAMUser("report_daily") || shop.IsIAMUser("admin") || shop.IsIAMUser("App") {
 		t.Error("IsIAMUser does not follow iam_users")
@@ -81,6 +86,7 @@ func TestParseErrors(t *testing.T) {
 		{"managed without admin", strings.Replace(pgInstance, "{mode: trust}", "{mode: managed}", 1), []string{"backend_auth.admin_user"}},
 		{"secrets without file", strings.Replace(pgInstance, "{mode: trust}", "{mode: secrets}", 1), []string{"backend_auth.secrets_file"}},
 		{"negative limit", pgInstance + "    limits: {max_connections: -1}\n", []string{"limits cannot be negative"}},
+		{"bad duration", "drain_timeout: soon\n", []string{"line 1:", `"soon" is not a duration`}},
 		{"several problems at once", "region: Mars\naccount_id: x\n", []string{"region", "account_id"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,6 +100,18 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestDurations(t *testing.T) {
+	cfg, err := Parse([]byte("drain_timeout: 90\ninstances:\n  - {name: a, engine: postgres, resource_id: db-A, listen: 127.0.0.1:1, upstream: {address: 127.0.0.1:2, dial_timeout: 250ms}, backend_auth: {mode: trust, rotate_every: 12h}, handshake_timeout: 2s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cfg.Instances[0]
+	if cfg.DrainTimeout.D() != 90*time.Second || in.Upstream.DialTimeout.D() != 250*time.Millisecond ||
+		in.BackendAuth.RotateEvery.D() != 12*time.Hour || in.HandshakeTimeout.D() != 2*time.Second {
+		t.Fatalf("durations: %+v", cfg)
 	}
 }
 
