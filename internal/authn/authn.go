@@ -254,52 +254,61 @@ func (a *Authenticator) lookupKey(ctx context.Context, id string) (sigv4.Credent
 }
 
 func (a *Authenticator) loadKey(ctx context.Context, id string) (*keyEntry, error) {
+	creds, p, _, err := LookupKey(ctx, a.store, a.opener, id)
+	if err != nil {
+		return nil, err
+	}
+	return &keyEntry{creds: creds, principal: p}, nil
+}
+
+// LookupKey finds an access key id in the store: a long-term key (AKIA…) of
+// an IAM user, or temporary credentials (ASIA…) of a role session or of
+// GetSessionToken. It returns what the token verifier needs (the secret
+// opened, the session token's hash, expiry, state; Owner is the principal),
+// the principal, and the session for temporary credentials. An unknown key
+// wraps sigv4.ErrNoSuchKey. The STS API authenticates its callers with it
+// too, so both see one principal for one key.
+func LookupKey(ctx context.Context, store Store, opener Opener, id string) (sigv4.Credentials, *Principal, *identity.Session, error) {
 	switch {
 	case strings.HasPrefix(id, "AKIA"):
-		k, err := a.store.GetAccessKey(ctx, id)
+		k, err := store.GetAccessKey(ctx, id)
 		if err != nil {
-			return nil, notFound(err, id)
+			return sigv4.Credentials{}, nil, nil, notFound(err, id)
 		}
-		secret, err := a.opener.Open(k.SealedSecret, []byte(k.ID))
+		secret, err := opener.Open(k.SealedSecret, []byte(k.ID))
 		if err != nil {
-			return nil, fmt.Errorf("opening the secret of %s: %w", id, err)
+			return sigv4.Credentials{}, nil, nil, fmt.Errorf("opening the secret of %s: %w", id, err)
 		}
-		u, err := a.store.GetUserByID(ctx, k.UserID)
+		u, err := store.GetUserByID(ctx, k.UserID)
 		if err != nil {
-			return nil, notFound(err, id)
+			return sigv4.Credentials{}, nil, nil, notFound(err, id)
 		}
 		p := userPrincipal(u)
 		p.AccessKeyID = id
-		return &keyEntry{
-			creds:     sigv4.Credentials{SecretAccessKey: string(secret), Active: k.Status == identity.KeyActive, Owner: p},
-			principal: p,
-		}, nil
+		return sigv4.Credentials{SecretAccessKey: string(secret), Active: k.Status == identity.KeyActive, Owner: p}, p, nil, nil
 	case strings.HasPrefix(id, "ASIA"):
-		s, err := a.store.GetSession(ctx, id)
+		s, err := store.GetSession(ctx, id)
 		if err != nil {
-			return nil, notFound(err, id)
+			return sigv4.Credentials{}, nil, nil, notFound(err, id)
 		}
-		secret, err := a.opener.Open(s.SealedSecret, []byte(s.AccessKeyID))
+		secret, err := opener.Open(s.SealedSecret, []byte(s.AccessKeyID))
 		if err != nil {
-			return nil, fmt.Errorf("opening the secret of %s: %w", id, err)
+			return sigv4.Credentials{}, nil, nil, fmt.Errorf("opening the secret of %s: %w", id, err)
 		}
-		p, err := a.sessionPrincipal(ctx, s)
+		p, err := SessionPrincipal(ctx, store, s)
 		if err != nil {
-			return nil, notFound(err, id)
+			return sigv4.Credentials{}, nil, nil, notFound(err, id)
 		}
-		return &keyEntry{
-			creds: sigv4.Credentials{
-				SecretAccessKey:    string(secret),
-				SessionTokenSHA256: s.SessionTokenSHA256,
-				Expiration:         s.Expiration,
-				Active:             true,
-				Revoked:            s.Revoked,
-				Owner:              p,
-			},
-			principal: p,
-		}, nil
+		return sigv4.Credentials{
+			SecretAccessKey:    string(secret),
+			SessionTokenSHA256: s.SessionTokenSHA256,
+			Expiration:         s.Expiration,
+			Active:             true,
+			Revoked:            s.Revoked,
+			Owner:              p,
+		}, p, &s, nil
 	}
-	return nil, fmt.Errorf("%w: %s is neither a long-term (AKIA) nor a temporary (ASIA) key id", sigv4.ErrNoSuchKey, id)
+	return sigv4.Credentials{}, nil, nil, fmt.Errorf("%w: %s is neither a long-term (AKIA) nor a temporary (ASIA) key id", sigv4.ErrNoSuchKey, id)
 }
 
 func notFound(err error, id string) error {
@@ -309,10 +318,12 @@ func notFound(err error, id string) error {
 	return err
 }
 
-func (a *Authenticator) sessionPrincipal(ctx context.Context, s identity.Session) (*Principal, error) {
+// SessionPrincipal is the principal of temporary credentials: a role
+// session (role tags overridden by session tags), or for GetSessionToken the
+// user itself.
+func SessionPrincipal(ctx context.Context, store Store, s identity.Session) (*Principal, error) {
 	if s.RoleID == "" {
-		// GetSessionToken: the user's own identity with temporary keys.
-		u, err := a.store.GetUserByID(ctx, s.UserID)
+		u, err := store.GetUserByID(ctx, s.UserID)
 		if err != nil {
 			return nil, err
 		}
@@ -322,7 +333,7 @@ func (a *Authenticator) sessionPrincipal(ctx context.Context, s identity.Session
 		p.SessionCreated = s.CreatedAt
 		return p, nil
 	}
-	r, err := a.store.GetRoleByID(ctx, s.RoleID)
+	r, err := store.GetRoleByID(ctx, s.RoleID)
 	if err != nil {
 		return nil, err
 	}

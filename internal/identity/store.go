@@ -109,6 +109,9 @@ type Store interface {
 	CreateSession(ctx context.Context, s Session) (Session, Credentials, error)
 	GetSession(ctx context.Context, accessKeyID string) (Session, error)
 	RevokeSession(ctx context.Context, accessKeyID string) error
+	// ListSessions returns an account's sessions that are neither revoked
+	// nor expired at now, oldest first.
+	ListSessions(ctx context.Context, account string, now time.Time) ([]Session, error)
 	RevokeSessionsByRole(ctx context.Context, roleID string) (int64, error)
 	RevokeSessionsByParentKey(ctx context.Context, accessKeyID string) (int64, error)
 	// DeleteExpiredSessions removes sessions that expired before before.

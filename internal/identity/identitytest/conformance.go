@@ -840,6 +840,22 @@ func testSessions(t *testing.T, s identity.Store) {
 		byRole = append(byRole, x.AccessKeyID)
 	}
 	userSess, _ := mustSession(t, s, identity.Session{AccountID: acct, UserID: u.ID, ParentAccessKeyID: key.ID, Expiration: exp})
+	// Live sessions: the three role sessions and the user's, oldest first,
+	// not the revoked one; none once the clock passes their expiry.
+	live := must[[]identity.Session](t, "ListSessions")(s.ListSessions(c, acct, time.Now()))
+	var liveIDs []string
+	for _, x := range live {
+		liveIDs = append(liveIDs, x.AccessKeyID)
+	}
+	if want := append(slices.Clone(byRole), userSess.AccessKeyID); !slices.Equal(liveIDs, want) {
+		t.Fatalf("ListSessions = %v, want %v", liveIDs, want)
+	}
+	if later := must[[]identity.Session](t, "ListSessions")(s.ListSessions(c, acct, exp.Add(time.Second))); len(later) != 0 {
+		t.Fatalf("ListSessions after expiry = %d sessions, want 0", len(later))
+	}
+	if other := must[[]identity.Session](t, "ListSessions")(s.ListSessions(c, "999999999999", time.Now())); len(other) != 0 {
+		t.Fatalf("ListSessions of another account = %d sessions", len(other))
+	}
 	if n := must[int64](t, "RevokeSessionsByRole")(s.RevokeSessionsByRole(c, r.ID)); n != 3 {
 		t.Fatalf("RevokeSessionsByRole revoked %d, want 3 (the already revoked one not counted)", n)
 	}

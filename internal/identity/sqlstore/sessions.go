@@ -122,6 +122,41 @@ func (s *Store) GetSession(ctx context.Context, accessKeyID string) (identity.Se
 	return sess, nil
 }
 
+// ListSessions returns the account's live sessions, oldest first.
+func (s *Store) ListSessions(ctx context.Context, account string, now time.Time) ([]identity.Session, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT access_key_id FROM sessions
+		WHERE account_id = $1 AND revoked = FALSE AND expiration > $2 ORDER BY created_at, access_key_id`,
+		account, micros(now))
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	out := make([]identity.Session, 0, len(ids))
+	for _, id := range ids {
+		sess, err := s.GetSession(ctx, id)
+		if errors.Is(err, identity.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sess)
+	}
+	return out, nil
+}
+
 // RevokeSession marks one session revoked.
 func (s *Store) RevokeSession(ctx context.Context, accessKeyID string) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
