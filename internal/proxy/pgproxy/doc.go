@@ -1,0 +1,87 @@
+// Package pgproxy is iamdb's PostgreSQL listener: it speaks the PostgreSQL
+// wire protocol to clients, lets IAM-enabled database users log in with an
+// RDS IAM authentication token as their password, logs in to the real
+// PostgreSQL (the upstream) as that same user and relays the session byte
+// for byte.
+//
+// # Login of an IAM-enabled user
+//
+//	client                          pgproxy                               upstream
+//	  │── SSLRequest ───────────────▶│                                       │
+//	  │◀────────────────────── 'S' ──│  (GSSENCRequest → 'N'; direct TLS      │
+//	  │══ TLS handshake (≥1.2) ═════▶│   with ALPN "postgresql" accepted)    │
+//	  │── StartupMessage user,db,… ─▶│── Backend.IsIAMUser(user) = true      │
+//	  │◀── AuthenticationCleartext ──│                                       │
+//	  │── PasswordMessage(token) ───▶│── Authenticator.Authenticate          │
+//	  │                              │   (token, rds-db:connect policy)      │
+//	  │                              │── pgconn.Connect as user, ───────────▶│
+//	  │                              │   Backend.Password(user), the        │
+//	  │                              │   client's startup parameters        │
+//	  │                              │◀── AuthenticationOk … ReadyForQuery ──│
+//	  │                              │   Hijack: raw conn, pid, key, params  │
+//	  │◀── AuthenticationOk ─────────│                                       │
+//	  │◀── ParameterStatus × n ──────│   (the upstream's, so the client      │
+//	  │◀── BackendKeyData(iamdb's) ──│    sees the real server)              │
+//	  │◀── ReadyForQuery ────────────│                                       │
+//	  │◀═════════════ raw byte relay, both ways, until either side closes ══▶│
+//
+// An IAM-enabled user without TLS is refused before being asked for a
+// password (FATAL 28000, "connection requires TLS …"), so a token never
+// crosses the network in the clear. A refused token gets PostgreSQL's
+// generic `PAM authentication failed for user "u"` (28P01), as on RDS; the
+// precise reason (the authn.Error code and detail, the principal when
+// known) goes only to the log. An upstream that cannot be reached yields
+// 08006 naming the instance; an upstream that refuses the login (unknown
+// database 3D000, …) has its ErrorResponse relayed unchanged.
+//
+// # Users that are not IAM-enabled
+//
+// Their ordinary password login is relayed. When either leg is plaintext,
+// the client's StartupMessage goes to the upstream verbatim and the
+// authentication exchange (cleartext, md5, SCRAM-SHA-256) is passed
+// through message by message; SCRAM-SHA-256-PLUS is struck from the
+// upstream's mechanism list, since channel binding cannot span two TLS
+// sessions.
+//
+// When both legs are TLS that relay cannot work: a TLS client that is not
+// offered SCRAM-SHA-256-PLUS declares so inside the signed SCRAM exchange
+// (gs2 flag "y"), and an upstream on TLS must then refuse the login as a
+// downgrade attack. So iamdb asks the client for its password itself
+// (AuthenticationCleartextPassword, inside the client's TLS session) and
+// logs in to the upstream with it through pgconn, with channel binding on
+// the upstream leg where the server offers it. The upstream's refusal
+// (28P01 …) reaches the client unchanged either way.
+//
+// # Cancel requests
+//
+// Clients receive iamdb's own random (pid, secret) pair, with a secret as
+// long as the upstream's (4 bytes under protocol 3.0, longer under 3.2). A
+// CancelRequest, before or after TLS, is matched in constant time against
+// live sessions and forwarded with the upstream's own key to the upstream.
+//
+// # Protocol versions
+//
+// The IAM path speaks protocol 3.0 to the upstream; a client asking for
+// 3.2 (or for _pq_ protocol options) is answered with
+// NegotiateProtocolVersion, as a PostgreSQL 15 server would. The relayed
+// password path leaves that negotiation to the upstream.
+//
+// # Implementation notes
+//
+// Every read during the login is an exact, length-prefixed read on the
+// connection; nothing is buffered, so no plaintext read ahead survives the
+// switch to TLS and nothing is stranded in a buffer when the session turns
+// into a raw relay. The upstream leg of an IAM login uses pgconn, which
+// already knows TLS, SCRAM and md5; Hijack (outside pgx's semver promise,
+// hence the pinned pgx version) hands over its connection after SyncConn
+// has drained pgconn's buffers.
+//
+// One goroutine serves each connection under one deadline for the whole
+// login (Config.HandshakeTimeout), then two named copy functions relay the
+// session. Every log line of a connection carries its session id. Update
+// swaps the configuration for new connections only; Shutdown stops
+// accepting and drains.
+//
+// Spec: https://www.postgresql.org/docs/current/protocol-flow.html and
+// https://www.postgresql.org/docs/current/protocol-message-formats.html.
+package pgproxy

@@ -1,0 +1,352 @@
+package pgproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/iamdb/iamdb/internal/authn"
+)
+
+// Authenticator decides IAM logins. *authn.Authenticator implements it.
+type Authenticator interface {
+	Authenticate(ctx context.Context, req authn.Request) (*authn.Decision, error)
+}
+
+// Backend knows how iamdb logs in to the upstream as a database user.
+// *dbauth.Postgres implements it.
+type Backend interface {
+	// IsIAMUser reports whether dbUser must log in with an IAM token.
+	IsIAMUser(ctx context.Context, dbUser string) (bool, error)
+	// Password is the password iamdb logs in to the upstream with as the
+	// IAM user dbUser ("" when the upstream trusts iamdb).
+	Password(ctx context.Context, dbUser string) (string, error)
+}
+
+// Upstream is the real PostgreSQL server behind the listener.
+type Upstream struct {
+	Address     string      // host:port
+	TLS         *tls.Config // nil: plain TCP to the upstream
+	DialTimeout time.Duration
+}
+
+// Observer receives metrics events. Implementations must be safe for
+// concurrent use and must not block.
+type Observer interface {
+	// LoginFinished is called once per client connection that got as far
+	// as a startup packet, with one of the Result* values or an
+	// authn.Error code.
+	LoginFinished(instance, result string, d time.Duration)
+	SessionStarted(instance string)
+	SessionEnded(instance string, clientToUpstream, upstreamToClient int64, d time.Duration)
+	UpstreamDialFailed(instance string)
+}
+
+// NopObserver is an Observer that does nothing.
+type NopObserver struct{}
+
+func (NopObserver) LoginFinished(string, string, time.Duration)      {}
+func (NopObserver) SessionStarted(string)                            {}
+func (NopObserver) SessionEnded(string, int64, int64, time.Duration) {}
+func (NopObserver) UpstreamDialFailed(string)                        {}
+
+// Login results reported to Observer.LoginFinished besides the codes of
+// *authn.Error (ExpiredToken, AccessDenied, …).
+const (
+	ResultOK                  = "ok"                  // IAM login accepted, session relayed
+	ResultPasswordRelayed     = "PasswordRelayed"     // non-IAM user, upstream accepted the relayed password
+	ResultTLSRequired         = "TLSRequired"         // IAM user without TLS
+	ResultUpstreamUnavailable = "UpstreamUnavailable" // dial or TLS to the upstream failed
+	ResultUpstreamRejected    = "UpstreamRejected"    // the upstream refused the login (ErrorResponse relayed)
+	ResultHandshakeTimeout    = "HandshakeTimeout"    // the login did not finish within HandshakeTimeout
+	ResultCancel              = "Cancel"              // a CancelRequest, forwarded or not
+	ResultClientClosed        = "ClientClosed"        // the client went away during the login
+	ResultProtocolError       = "ProtocolError"       // malformed or unexpected client or upstream messages
+	ResultInternalError       = "InternalError"       // Backend failure or a bug; details in the log
+)
+
+// DefaultHandshakeTimeout bounds a login when Config.HandshakeTimeout is zero.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// DefaultDialTimeout bounds the upstream dial when Upstream.DialTimeout is zero.
+const DefaultDialTimeout = 5 * time.Second
+
+// Config configures a Server.
+type Config struct {
+	Instance         *authn.Instance // name, region, account, resource id, endpoints
+	TLS              *tls.Config     // server side; use GetCertificate for reloadable certs
+	Authenticator    Authenticator
+	Backend          Backend
+	Upstream         Upstream
+	HandshakeTimeout time.Duration // default 10s
+	Logger           *slog.Logger  // default: discard
+	Observer         Observer      // default: NopObserver
+}
+
+// settings is an immutable, validated snapshot of Config. Each connection
+// reads the snapshot current at accept time, so Update never disturbs a
+// login or session in progress.
+type settings struct {
+	instance         *authn.Instance
+	tls              *tls.Config // prepared: TLS ≥ 1.2, ALPN "postgresql"
+	authn            Authenticator
+	backend          Backend
+	upstream         Upstream
+	pgTemplate       *pgconn.Config // upstream leg of IAM logins
+	handshakeTimeout time.Duration
+	log              *slog.Logger
+	obs              Observer
+}
+
+func (c Config) settings() (*settings, error) {
+	switch {
+	case c.Instance == nil || c.Instance.Name == "":
+		return nil, errors.New("pgproxy: config without an instance name")
+	case c.TLS == nil:
+		return nil, fmt.Errorf("pgproxy: instance %s: no server TLS configuration (IAM logins require TLS)", c.Instance.Name)
+	case c.Authenticator == nil:
+		return nil, fmt.Errorf("pgproxy: instance %s: no authenticator", c.Instance.Name)
+	case c.Backend == nil:
+		return nil, fmt.Errorf("pgproxy: instance %s: no backend", c.Instance.Name)
+	case c.Upstream.Address == "":
+		return nil, fmt.Errorf("pgproxy: instance %s: no upstream address", c.Instance.Name)
+	}
+	st := &settings{
+		instance:         c.Instance,
+		tls:              serverTLS(c.TLS),
+		authn:            c.Authenticator,
+		backend:          c.Backend,
+		upstream:         c.Upstream,
+		handshakeTimeout: c.HandshakeTimeout,
+		log:              c.Logger,
+		obs:              c.Observer,
+	}
+	if st.upstream.TLS != nil {
+		st.upstream.TLS = st.upstream.TLS.Clone()
+	}
+	if st.upstream.DialTimeout <= 0 {
+		st.upstream.DialTimeout = DefaultDialTimeout
+	}
+	tmpl, err := upstreamTemplate(st.upstream)
+	if err != nil {
+		return nil, fmt.Errorf("pgproxy: instance %s: %w", c.Instance.Name, err)
+	}
+	st.pgTemplate = tmpl
+	if st.handshakeTimeout <= 0 {
+		st.handshakeTimeout = DefaultHandshakeTimeout
+	}
+	if st.log == nil {
+		st.log = slog.New(slog.DiscardHandler)
+	}
+	if st.obs == nil {
+		st.obs = NopObserver{}
+	}
+	st.log = st.log.With("instance", c.Instance.Name)
+	return st, nil
+}
+
+// alpnProtocol is what PostgreSQL 17+ clients offer in ALPN, and require
+// for direct TLS (sslnegotiation=direct).
+const alpnProtocol = "postgresql"
+
+// serverTLS clones the operator's configuration with iamdb's floor: TLS
+// 1.2 and the PostgreSQL ALPN name. A GetConfigForClient callback replaces
+// the whole configuration and must set both itself.
+func serverTLS(in *tls.Config) *tls.Config {
+	c := in.Clone()
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	c.NextProtos = []string{alpnProtocol}
+	return c
+}
+
+// Server is one PostgreSQL listener: it accepts clients, runs the login and
+// relays sessions to the upstream. It is safe for concurrent use.
+type Server struct {
+	cur  atomic.Pointer[settings]
+	keys *keyRegistry
+	// dial opens TCP connections to upstreams; tests replace it.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	conns     map[*clientConn]struct{}
+
+	active atomic.Int64
+}
+
+// New validates cfg and returns a Server that is not yet listening.
+func New(cfg Config) (*Server, error) {
+	st, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		keys:      newKeyRegistry(),
+		dial:      (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*clientConn]struct{}{},
+	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.cur.Store(st)
+	return s, nil
+}
+
+// Update swaps the configuration for new connections (certificates,
+// backend, upstream, instance, authenticator). Logins in progress and live
+// sessions keep what they started with. An invalid cfg is logged and
+// ignored, keeping the previous configuration.
+func (s *Server) Update(cfg Config) {
+	old := s.cur.Load()
+	if cfg.Logger == nil {
+		cfg.Logger = old.log
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = old.obs
+	}
+	st, err := cfg.settings()
+	if err != nil {
+		old.log.Error("configuration update ignored", "err", err)
+		return
+	}
+	s.cur.Store(st)
+}
+
+// ActiveSessions is the number of sessions past login, relaying.
+func (s *Server) ActiveSessions() int { return int(s.active.Load()) }
+
+// Serve accepts connections on ln until Shutdown or Close, then returns
+// nil. Any other accept failure that persists is returned.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("pgproxy: accept: %w", err)
+			}
+			// Out of file descriptors and the like: wait and retry rather
+			// than spin or take the listener down.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.cur.Load().log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		cc := &clientConn{raw: c}
+		if !s.track(cc) {
+			c.Close()
+			return nil
+		}
+		go s.serveConn(cc)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) track(cc *clientConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[cc] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(cc *clientConn) {
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
+}
+
+// stopAccepting closes every listener and refuses new connections.
+func (s *Server) stopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// closeConns ends every connection, logging in or relaying.
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	conns := make([]*clientConn, 0, len(s.conns))
+	for cc := range s.conns {
+		conns = append(conns, cc)
+	}
+	s.mu.Unlock()
+	for _, cc := range conns {
+		cc.abort()
+	}
+}
+
+// Shutdown stops accepting, waits for logins and sessions to end until ctx
+// is done, then closes the remaining ones and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopAccepting()
+	// Polling, as net/http does: sessions end at the client's pace, so a
+	// short tick costs nothing and needs no per-connection signalling.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			s.cancelBase()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.cancelBase()
+			s.closeConns()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.stopAccepting()
+	s.cancelBase()
+	s.closeConns()
+	return nil
+}

@@ -1,0 +1,344 @@
+package pgproxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// upstreamTemplate is the pgconn configuration every IAM login copies. It
+// is parsed once from a fixed string and then overridden field by field,
+// so the PG* environment of the iamdb process (PGHOST, PGSSLMODE …) cannot
+// redirect or weaken the upstream leg.
+func upstreamTemplate(u Upstream) (*pgconn.Config, error) {
+	host, portText, err := net.SplitHostPort(u.Address)
+	if err != nil {
+		return nil, fmt.Errorf("upstream address %q: %w", u.Address, err)
+	}
+	port, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("upstream address %q: port: %w", u.Address, err)
+	}
+	cfg, err := pgconn.ParseConfig("sslmode=disable")
+	if err != nil {
+		return nil, fmt.Errorf("upstream connection settings: %w", err)
+	}
+	cfg.Host, cfg.Port = host, uint16(port)
+	cfg.TLSConfig = u.TLS // already a private clone
+	cfg.ConnectTimeout = u.DialTimeout
+	cfg.Fallbacks = nil
+	cfg.ValidateConnect = nil
+	cfg.AfterConnect = nil
+	cfg.RuntimeParams = nil
+	cfg.MinProtocolVersion, cfg.MaxProtocolVersion = "3.0", "3.0"
+	cfg.RequireAuth = ""
+	cfg.SSLNegotiation = ""
+	cfg.OnNotice, cfg.OnNotification = nil, nil
+	return cfg, nil
+}
+
+// connectUpstream logs in to the upstream as l.user with pgconn (TLS,
+// SCRAM, md5 as the server asks), takes the raw connection over and tells
+// the client it is in: AuthenticationOk, the server's ParameterStatus
+// values, iamdb's BackendKeyData and ReadyForQuery.
+func (l *login) connectUpstream(ctx context.Context, password string) (*session, *failure) {
+	cfg := l.st.pgTemplate.Copy()
+	cfg.User, cfg.Database, cfg.Password = l.user, l.database, password
+	cfg.DialFunc = l.srv.dial
+	cfg.RuntimeParams = map[string]string{}
+	for k, v := range l.params {
+		switch {
+		case k == "user" || k == "database" || strings.HasPrefix(k, "_pq_."):
+		default:
+			cfg.RuntimeParams[k] = v // application_name, options, DateStyle, client_encoding …
+		}
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			l.log.Warn("upstream refused the login", "code", pgErr.Code, "message", pgErr.Message)
+			return nil, &failure{result: ResultUpstreamRejected, client: upstreamError(pgErr)}
+		}
+		if l.timedOut(ctx, err) && ctx.Err() != nil {
+			f := l.classify(ctx, err, "upstream login")
+			return nil, &f
+		}
+		return nil, l.unavailable(err)
+	}
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(context.Background())
+		return nil, l.unavailable(err)
+	}
+	hc, err := pc.Hijack()
+	if err != nil {
+		pc.Close(context.Background())
+		l.log.Error("taking over the upstream connection", "err", err)
+		f := l.internal(ctx)
+		return nil, &f
+	}
+	if !l.cc.setUpstream(hc.Conn) {
+		f := failure{result: ResultClientClosed}
+		return nil, &f
+	}
+	sess := &session{upstream: hc.Conn}
+	// SyncConn leaves the read buffer empty; should the server have sent
+	// something unprompted meanwhile, pass it on after ReadyForQuery.
+	for hc.Frontend.ReadBufferLen() > 0 {
+		msg, err := hc.Frontend.Receive()
+		if err != nil {
+			hc.Conn.Close()
+			return nil, l.unavailable(err)
+		}
+		if sess.pending, err = msg.Encode(sess.pending); err != nil {
+			hc.Conn.Close()
+			return nil, l.unavailable(err)
+		}
+	}
+
+	pid, secret, release, err := l.srv.keys.register(len(hc.SecretKey), cancelTarget{
+		upstream: l.st.upstream, pid: hc.PID, secret: slices.Clone(hc.SecretKey), session: l.id})
+	if err != nil {
+		hc.Conn.Close()
+		l.log.Error("issuing a cancel key", "err", err)
+		f := l.internal(ctx)
+		return nil, &f
+	}
+	sess.release = release
+
+	msgs := []pgproto3.BackendMessage{&pgproto3.AuthenticationOk{}}
+	for _, k := range slices.Sorted(maps.Keys(hc.ParameterStatuses)) {
+		msgs = append(msgs, &pgproto3.ParameterStatus{Name: k, Value: hc.ParameterStatuses[k]})
+	}
+	tx := hc.TxStatus
+	if tx == 0 {
+		tx = 'I'
+	}
+	msgs = append(msgs, &pgproto3.BackendKeyData{ProcessID: pid, SecretKey: secret}, &pgproto3.ReadyForQuery{TxStatus: tx})
+	if err := send(l.client, msgs...); err != nil {
+		hc.Conn.Close()
+		f := l.classify(ctx, err, "ready")
+		return sess, &f
+	}
+	return sess, nil
+}
+
+// upstreamError relays the upstream's refusal with its own code and text.
+func upstreamError(e *pgconn.PgError) *pgproto3.ErrorResponse {
+	sev := e.Severity
+	if sev == "" {
+		sev = "FATAL"
+	}
+	unloc := e.SeverityUnlocalized
+	if unloc == "" {
+		unloc = sev
+	}
+	return &pgproto3.ErrorResponse{Severity: sev, SeverityUnlocalized: unloc, Code: e.Code, Message: e.Message,
+		Detail: e.Detail, Hint: e.Hint, Routine: e.Routine}
+}
+
+// Authentication request codes (the int32 after 'R').
+const (
+	authOK                = 0
+	authCleartextPassword = 3
+	authMD5Password       = 5
+	authSASL              = 10
+	authSASLContinue      = 11
+	authSASLFinal         = 12
+)
+
+// loginPassword relays an ordinary password login of a user that is not
+// IAM-enabled, the way PgBouncer does: the client's StartupMessage goes to
+// the upstream unchanged and authentication messages are passed back and
+// forth until the upstream says yes or no. Only two things change: the
+// SCRAM-SHA-256-PLUS mechanism is withdrawn (channel binding cannot span
+// the client's TLS session and iamdb's), and the BackendKeyData becomes
+// iamdb's own.
+func (l *login) loginPassword(ctx context.Context, startup []byte) (*session, *failure) {
+	if l.tls && l.st.upstream.TLS != nil {
+		return l.loginPasswordCaptured(ctx)
+	}
+	dctx, cancel := context.WithTimeout(ctx, l.st.upstream.DialTimeout)
+	conn, err := l.srv.dial(dctx, "tcp", l.st.upstream.Address)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			f := l.classify(ctx, err, "upstream dial")
+			return nil, &f
+		}
+		return nil, l.unavailable(err)
+	}
+	if !l.cc.setUpstream(conn) {
+		return nil, &failure{result: ResultClientClosed}
+	}
+	sess := &session{upstream: conn, release: func() {}}
+	fail := func(f *failure) (*session, *failure) {
+		sess.upstream.Close()
+		return sess, f
+	}
+	conn.SetDeadline(l.deadline)
+	if l.st.upstream.TLS != nil {
+		tc, err := upstreamTLS(ctx, conn, l.st.upstream.TLS)
+		if err != nil {
+			return fail(l.unavailable(err))
+		}
+		sess.upstream = tc
+	}
+	up := sess.upstream
+	if _, err := up.Write(startup); err != nil {
+		return fail(l.unavailable(err))
+	}
+
+	authenticated := false
+	for {
+		typ, body, err := readMessage(up, maxAuthMessageLen)
+		if err != nil {
+			if l.timedOut(ctx, err) {
+				f := l.classify(ctx, err, "upstream login")
+				return fail(&f)
+			}
+			return fail(l.unavailable(fmt.Errorf("reading the upstream's login messages: %w", err)))
+		}
+		out := frame(typ, body)
+		expectAnswer := false
+		switch typ {
+		case 'R':
+			if len(body) < 4 {
+				return fail(l.upstreamProtocol("short authentication message"))
+			}
+			switch code := binary.BigEndian.Uint32(body); code {
+			case authOK:
+				authenticated = true
+			case authCleartextPassword, authMD5Password, authSASLContinue:
+				expectAnswer = true
+			case authSASLFinal:
+			case authSASL:
+				if out, err = withoutChannelBinding(body); err != nil {
+					return fail(l.upstreamProtocol(err.Error()))
+				}
+				expectAnswer = true
+			default:
+				l.log.Warn("upstream asks for an authentication method iamdb cannot relay", "method", code)
+				return fail(&failure{result: ResultUpstreamRejected, client: fatal("28000",
+					fmt.Sprintf("iamdb: instance %s: the upstream asks for authentication method %d, which iamdb cannot relay", l.st.instance.Name, code))})
+			}
+		case 'K':
+			var key pgproto3.BackendKeyData
+			if err := key.Decode(body); err != nil {
+				return fail(l.upstreamProtocol(err.Error()))
+			}
+			pid, secret, release, err := l.srv.keys.register(len(key.SecretKey), cancelTarget{
+				upstream: l.st.upstream, pid: key.ProcessID, secret: key.SecretKey, session: l.id})
+			if err != nil {
+				l.log.Error("issuing a cancel key", "err", err)
+				f := l.internal(ctx)
+				return fail(&f)
+			}
+			sess.release = release
+			if out, err = (&pgproto3.BackendKeyData{ProcessID: pid, SecretKey: secret}).Encode(nil); err != nil {
+				f := l.internal(ctx)
+				return fail(&f)
+			}
+		case 'E':
+			var e pgproto3.ErrorResponse
+			if err := e.Decode(body); err == nil {
+				l.log.Warn("upstream refused the relayed password login", "code", e.Code, "message", e.Message)
+			}
+			if _, err := l.client.Write(out); err != nil {
+				l.log.Debug("relaying the upstream's error", "err", err)
+			}
+			return fail(&failure{result: ResultUpstreamRejected})
+		case 'S', 'N', 'v':
+			// ParameterStatus, NoticeResponse, NegotiateProtocolVersion.
+		case 'Z':
+			if !authenticated {
+				return fail(l.upstreamProtocol("ReadyForQuery before AuthenticationOk"))
+			}
+		default:
+			return fail(l.upstreamProtocol(fmt.Sprintf("unexpected message %q during login", typ)))
+		}
+		if _, err := l.client.Write(out); err != nil {
+			f := l.classify(ctx, err, "relaying login")
+			return fail(&f)
+		}
+		if typ == 'Z' {
+			l.log.Info("password login relayed", "mode", "messages")
+			return sess, nil
+		}
+		if !expectAnswer {
+			continue
+		}
+		ctyp, cbody, err := readMessage(l.client, maxAuthMessageLen)
+		if err != nil {
+			f := l.classify(ctx, err, "password")
+			return fail(&f)
+		}
+		if ctyp != 'p' {
+			f := l.classify(ctx, fmt.Errorf("%w: expected a password message, got %q", errProtocol, ctyp), "password")
+			return fail(&f)
+		}
+		if _, err := up.Write(frame(ctyp, cbody)); err != nil {
+			return fail(l.unavailable(err))
+		}
+	}
+}
+
+// loginPasswordCaptured handles a password login when both legs are TLS.
+// Relaying SCRAM message by message cannot work then: a client on TLS that
+// is not offered SCRAM-SHA-256-PLUS says so in its first SCRAM message
+// (gs2 flag "y"), the signed exchange cannot be altered, and an upstream
+// on TLS, which does support channel binding, must then refuse the login
+// as a downgrade. So iamdb asks the client for its password itself, over
+// the client's TLS session, and logs in with it as pgconn does with any
+// password (SCRAM with channel binding to the upstream, md5 or cleartext,
+// as the upstream asks); the upstream's refusal is relayed unchanged.
+func (l *login) loginPasswordCaptured(ctx context.Context) (*session, *failure) {
+	var msgs []pgproto3.BackendMessage
+	if npv := l.negotiateVersion(); npv != nil {
+		msgs = append(msgs, npv)
+	}
+	msgs = append(msgs, &pgproto3.AuthenticationCleartextPassword{})
+	if err := send(l.client, msgs...); err != nil {
+		f := l.classify(ctx, err, "password request")
+		return nil, &f
+	}
+	password, f := l.readPassword(ctx)
+	if f != nil {
+		return nil, f
+	}
+	sess, f := l.connectUpstream(ctx, password)
+	if f == nil {
+		l.log.Info("password login relayed", "mode", "pgconn")
+	}
+	return sess, f
+}
+
+func (l *login) upstreamProtocol(what string) *failure {
+	l.log.Error("upstream protocol violation during login", "detail", what)
+	return &failure{result: ResultProtocolError, client: fatal("08P01",
+		fmt.Sprintf("iamdb: instance %s: unexpected answer from the upstream during login", l.st.instance.Name))}
+}
+
+// withoutChannelBinding re-encodes AuthenticationSASL without the
+// mechanisms that need channel binding.
+func withoutChannelBinding(body []byte) ([]byte, error) {
+	var m pgproto3.AuthenticationSASL
+	if err := m.Decode(body); err != nil {
+		return nil, fmt.Errorf("AuthenticationSASL: %w", err)
+	}
+	keep := slices.DeleteFunc(slices.Clone(m.AuthMechanisms), func(s string) bool { return strings.HasSuffix(s, "-PLUS") })
+	if len(keep) == 0 {
+		return nil, fmt.Errorf("the upstream offers only SASL mechanisms with channel binding (%s)", strings.Join(m.AuthMechanisms, ", "))
+	}
+	m.AuthMechanisms = keep
+	return m.Encode(nil)
+}
