@@ -76,6 +76,10 @@ Amazon RDS IAM database authentication does, on any server you run.`,
 		newPolicyCmd(g),
 		newAccessKeyCmd(g),
 		newApplyCmd(g),
+		newDBCmd(g),
+		newServeCmd(g),
+		newConnectCmd(g),
+		newSessionCmd(g),
 	)
 	// Unknown subcommands and stray arguments are usage errors too.
 	root.Args = func(cmd *cobra.Command, args []string) error {
