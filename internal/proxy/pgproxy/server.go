@@ -14,70 +14,38 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/iamdb/iamdb/internal/authn"
+	"github.com/iamdb/iamdb/internal/proxy"
 )
 
-// Authenticator decides IAM logins. *authn.Authenticator implements it.
-type Authenticator interface {
-	Authenticate(ctx context.Context, req authn.Request) (*authn.Decision, error)
-}
+// The engine-neutral parts of the contract live in package proxy; these
+// names keep pgproxy's API readable on its own.
+type (
+	Authenticator = proxy.Authenticator
+	Backend       = proxy.Backend
+	Upstream      = proxy.Upstream
+	Observer      = proxy.Observer
+	NopObserver   = proxy.NopObserver
+)
 
-// Backend knows how iamdb logs in to the upstream as a database user.
-// *dbauth.Postgres implements it.
-type Backend interface {
-	// IsIAMUser reports whether dbUser must log in with an IAM token.
-	IsIAMUser(ctx context.Context, dbUser string) (bool, error)
-	// Password is the password iamdb logs in to the upstream with as the
-	// IAM user dbUser ("" when the upstream trusts iamdb).
-	Password(ctx context.Context, dbUser string) (string, error)
-}
-
-// Upstream is the real PostgreSQL server behind the listener.
-type Upstream struct {
-	Address     string      // host:port
-	TLS         *tls.Config // nil: plain TCP to the upstream
-	DialTimeout time.Duration
-}
-
-// Observer receives metrics events. Implementations must be safe for
-// concurrent use and must not block.
-type Observer interface {
-	// LoginFinished is called once per client connection that got as far
-	// as a startup packet, with one of the Result* values or an
-	// authn.Error code.
-	LoginFinished(instance, result string, d time.Duration)
-	SessionStarted(instance string)
-	SessionEnded(instance string, clientToUpstream, upstreamToClient int64, d time.Duration)
-	UpstreamDialFailed(instance string)
-}
-
-// NopObserver is an Observer that does nothing.
-type NopObserver struct{}
-
-func (NopObserver) LoginFinished(string, string, time.Duration)      {}
-func (NopObserver) SessionStarted(string)                            {}
-func (NopObserver) SessionEnded(string, int64, int64, time.Duration) {}
-func (NopObserver) UpstreamDialFailed(string)                        {}
-
-// Login results reported to Observer.LoginFinished besides the codes of
-// *authn.Error (ExpiredToken, AccessDenied, …).
+// Login results; see package proxy.
 const (
-	ResultOK                  = "ok"                  // IAM login accepted, session relayed
-	ResultPasswordRelayed     = "PasswordRelayed"     // non-IAM user, upstream accepted the relayed password
-	ResultTLSRequired         = "TLSRequired"         // IAM user without TLS
-	ResultUpstreamUnavailable = "UpstreamUnavailable" // dial or TLS to the upstream failed
-	ResultUpstreamRejected    = "UpstreamRejected"    // the upstream refused the login (ErrorResponse relayed)
-	ResultHandshakeTimeout    = "HandshakeTimeout"    // the login did not finish within HandshakeTimeout
-	ResultCancel              = "Cancel"              // a CancelRequest, forwarded or not
-	ResultClientClosed        = "ClientClosed"        // the client went away during the login
-	ResultProtocolError       = "ProtocolError"       // malformed or unexpected client or upstream messages
-	ResultInternalError       = "InternalError"       // Backend failure or a bug; details in the log
+	ResultOK                  = proxy.ResultOK
+	ResultPasswordRelayed     = proxy.ResultPasswordRelayed
+	ResultTLSRequired         = proxy.ResultTLSRequired
+	ResultUpstreamUnavailable = proxy.ResultUpstreamUnavailable
+	ResultUpstreamRejected    = proxy.ResultUpstreamRejected
+	ResultHandshakeTimeout    = proxy.ResultHandshakeTimeout
+	ResultCancel              = proxy.ResultCancel
+	ResultClientClosed        = proxy.ResultClientClosed
+	ResultProtocolError       = proxy.ResultProtocolError
+	ResultInternalError       = proxy.ResultInternalError
 )
 
-// DefaultHandshakeTimeout bounds a login when Config.HandshakeTimeout is zero.
-const DefaultHandshakeTimeout = 10 * time.Second
-
-// DefaultDialTimeout bounds the upstream dial when Upstream.DialTimeout is zero.
-const DefaultDialTimeout = 5 * time.Second
+// Defaults for zero durations; see package proxy.
+const (
+	DefaultHandshakeTimeout = proxy.DefaultHandshakeTimeout
+	DefaultDialTimeout      = proxy.DefaultDialTimeout
+)
 
 // Config configures a Server.
 type Config struct {

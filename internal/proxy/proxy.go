@@ -1,0 +1,71 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"time"
+
+	"github.com/iamdb/iamdb/internal/authn"
+)
+
+// Authenticator decides IAM logins. *authn.Authenticator implements it.
+type Authenticator interface {
+	Authenticate(ctx context.Context, req authn.Request) (*authn.Decision, error)
+}
+
+// Backend knows how iamdb logs in to the upstream as a database user.
+// *dbauth.Postgres and *dbauth.MySQL implement it.
+type Backend interface {
+	// IsIAMUser reports whether dbUser must log in with an IAM token.
+	IsIAMUser(ctx context.Context, dbUser string) (bool, error)
+	// Password is the password iamdb logs in to the upstream with as the
+	// IAM user dbUser ("" when the upstream trusts iamdb).
+	Password(ctx context.Context, dbUser string) (string, error)
+}
+
+// Upstream is the real database server behind a listener.
+type Upstream struct {
+	Address     string      // host:port
+	TLS         *tls.Config // nil: plain TCP to the upstream
+	DialTimeout time.Duration
+}
+
+// Observer receives metrics events. Implementations must be safe for
+// concurrent use and must not block.
+type Observer interface {
+	// LoginFinished is called once per client connection that got as far
+	// as a login, with one of the Result* values or an authn.Error code.
+	LoginFinished(instance, result string, d time.Duration)
+	SessionStarted(instance string)
+	SessionEnded(instance string, clientToUpstream, upstreamToClient int64, d time.Duration)
+	UpstreamDialFailed(instance string)
+}
+
+// NopObserver is an Observer that does nothing.
+type NopObserver struct{}
+
+func (NopObserver) LoginFinished(string, string, time.Duration)      {}
+func (NopObserver) SessionStarted(string)                            {}
+func (NopObserver) SessionEnded(string, int64, int64, time.Duration) {}
+func (NopObserver) UpstreamDialFailed(string)                        {}
+
+// Login results reported to Observer.LoginFinished besides the codes of
+// *authn.Error (ExpiredToken, AccessDenied, …).
+const (
+	ResultOK                  = "ok"                  // IAM login accepted, session relayed
+	ResultPasswordRelayed     = "PasswordRelayed"     // non-IAM user, upstream accepted the password
+	ResultTLSRequired         = "TLSRequired"         // IAM user without TLS
+	ResultUpstreamUnavailable = "UpstreamUnavailable" // dial or TLS to the upstream failed
+	ResultUpstreamRejected    = "UpstreamRejected"    // the upstream refused the login (its error relayed)
+	ResultHandshakeTimeout    = "HandshakeTimeout"    // the login did not finish within the handshake timeout
+	ResultCancel              = "Cancel"              // a cancel request, forwarded or not
+	ResultClientClosed        = "ClientClosed"        // the client went away during the login
+	ResultProtocolError       = "ProtocolError"       // malformed or unexpected client or upstream messages
+	ResultInternalError       = "InternalError"       // Backend failure or a bug; details in the log
+)
+
+// Defaults for zero durations in listener configurations.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultDialTimeout      = 5 * time.Second
+)
