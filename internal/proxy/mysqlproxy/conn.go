@@ -1,0 +1,414 @@
+package mysqlproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/iamdb/iamdb/internal/authn"
+)
+
+// clientConn is one accepted connection as the Server tracks it, so that
+// Shutdown and Close can end it whatever phase it is in.
+type clientConn struct {
+	raw net.Conn
+
+	mu       sync.Mutex
+	aborted  bool
+	cancel   context.CancelFunc
+	upstream net.Conn
+}
+
+func (cc *clientConn) setCancel(cancel context.CancelFunc) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.cancel = cancel
+	if cc.aborted {
+		cancel()
+	}
+}
+
+// setUpstream records the upstream connection; false (and the connection
+// closed) when the client connection was aborted meanwhile.
+func (cc *clientConn) setUpstream(c net.Conn) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.aborted {
+		c.Close()
+		return false
+	}
+	cc.upstream = c
+	return true
+}
+
+func (cc *clientConn) abort() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.aborted = true
+	if cc.cancel != nil {
+		cc.cancel()
+	}
+	cc.raw.Close()
+	if cc.upstream != nil {
+		cc.upstream.Close()
+	}
+}
+
+// login is the state of one connection from accept to a ready session.
+type login struct {
+	srv      *Server
+	st       *settings
+	cc       *clientConn
+	id       string
+	log      *slog.Logger
+	start    time.Time
+	deadline time.Time
+	host     string // the client's address, as MySQL names it in errors
+
+	client   net.Conn    // raw, then the TLS connection over it
+	pc       *packetConn // the client leg's packets
+	tls      bool
+	greet    *greeting          // what the client was greeted with
+	resp     *handshakeResponse // what the client answered
+	caps     uint64             // the client's capabilities, as far as iamdb offered them
+	reported bool
+}
+
+// session is a login that succeeded: both legs ready for the byte relay.
+type session struct {
+	upstream net.Conn
+}
+
+// failure ends a login: what the client is told (nil: nothing, the
+// connection is simply closed) and the result for metrics.
+type failure struct {
+	result string
+	client *mysqlError
+}
+
+func (s *Server) serveConn(cc *clientConn) {
+	defer s.untrack(cc)
+	defer cc.raw.Close()
+	st := s.cur.Load()
+	defer func() {
+		// One broken connection must not take the listener down.
+		if r := recover(); r != nil {
+			st.log.Error("connection handler panicked", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	s.handle(cc, st)
+}
+
+// handle runs the login on cc and then relays the session.
+func (s *Server) handle(cc *clientConn, st *settings) {
+	l := &login{srv: s, st: st, cc: cc, client: cc.raw, start: time.Now(), host: remoteIP(cc.raw)}
+	l.pc = &packetConn{rw: cc.raw}
+	l.id = sessionID()
+	l.log = st.log.With("session", l.id, "remote", cc.raw.RemoteAddr().String())
+	l.deadline = l.start.Add(st.handshakeTimeout)
+	ctx, cancel := context.WithDeadline(s.baseCtx, l.deadline)
+	defer cancel()
+	cc.setCancel(cancel)
+	if err := cc.raw.SetDeadline(l.deadline); err != nil {
+		l.log.Debug("set handshake deadline", "err", err)
+		return
+	}
+
+	sess, result := l.run(ctx)
+	l.report(result)
+	if sess == nil {
+		l.client.Close()
+		return
+	}
+	s.runSession(l, sess)
+}
+
+// errNoLogin: the client closed the connection without answering the
+// greeting: a port probe or health check, not a login attempt.
+var errNoLogin = errors.New("closed before a handshake response")
+
+// run drives the login. It returns the ready session, or nil after telling
+// the client why not; and the result for metrics ("" when the connection
+// ended before a handshake response, which is not a login attempt).
+func (l *login) run(ctx context.Context) (*session, string) {
+	if err := l.handshake(ctx); err != nil {
+		if errors.Is(err, errNoLogin) {
+			l.log.Debug("connection closed before a handshake response")
+			return nil, ""
+		}
+		return nil, l.finish(l.classify(ctx, err, "handshake"))
+	}
+	if l.resp.user == "" {
+		l.log.Info("handshake response without a user name")
+		return nil, l.finish(failure{result: ResultProtocolError, client: accessDenied("", l.host)})
+	}
+	iam, err := l.st.backend.IsIAMUser(ctx, l.resp.user)
+	if err != nil {
+		l.log.Error("cannot tell whether the user logs in with IAM", "err", err)
+		return nil, l.finish(l.internal(ctx))
+	}
+	var sess *session
+	var f *failure
+	if iam {
+		sess, f = l.loginIAM(ctx)
+	} else {
+		sess, f = l.loginPassword(ctx)
+	}
+	if f != nil {
+		if sess != nil {
+			sess.upstream.Close()
+		}
+		return nil, l.finish(*f)
+	}
+	if iam {
+		return sess, ResultOK
+	}
+	return sess, ResultPasswordRelayed
+}
+
+// handshake greets the client, switches to TLS when it asks and reads its
+// handshake response.
+func (l *login) handshake(ctx context.Context) error {
+	l.greet = l.srv.greetingFor(ctx, l.st, l.log)
+	if err := l.pc.write(l.greet.encode()); err != nil {
+		if isClosed(err) {
+			return errNoLogin
+		}
+		return err
+	}
+	p, err := l.pc.read(maxLoginPacket)
+	if err != nil {
+		if errors.Is(err, io.EOF) || isReset(err) {
+			return errNoLogin
+		}
+		return err
+	}
+	resp, err := parseHandshakeResponse(p)
+	if err != nil {
+		return err
+	}
+	if resp.sslRequest {
+		if err := l.startTLS(ctx); err != nil {
+			return err
+		}
+		if p, err = l.pc.read(maxLoginPacket); err != nil {
+			return unexpectedEOF(err)
+		}
+		if resp, err = parseHandshakeResponse(p); err != nil {
+			return err
+		}
+		if resp.sslRequest || resp.caps&capSSL == 0 {
+			return fmt.Errorf("%w: unexpected handshake response after the SSL request", errProtocol)
+		}
+	}
+	l.resp = resp
+	// A client may claim more than it was offered (CLIENT_MYSQL, say);
+	// only what both support counts.
+	l.caps = resp.caps & (l.greet.caps | capMySQL)
+	l.log = l.log.With("user", resp.user, "database", resp.database, "tls", l.tls)
+	return nil
+}
+
+func (l *login) startTLS(ctx context.Context) error {
+	tc := tls.Server(l.client, l.st.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if l.timedOut(ctx, err) {
+			return err
+		}
+		l.log.Info("client TLS handshake failed", "err", err)
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	l.client = tc
+	l.pc.rw = tc
+	l.tls = true
+	return nil
+}
+
+// report records the login's result once; "" is no login attempt.
+func (l *login) report(result string) {
+	if l.reported || result == "" {
+		return
+	}
+	l.reported = true
+	l.st.obs.LoginFinished(l.st.instance.Name, result, time.Since(l.start))
+}
+
+// finish tells the client about a failed login, briefly and without
+// waiting on a client that does not read.
+func (l *login) finish(f failure) string {
+	l.report(f.result)
+	if f.client != nil {
+		l.client.SetWriteDeadline(time.Now().Add(time.Second))
+		if err := l.pc.write(f.client.encode()); err != nil {
+			l.log.Debug("sending the error to the client", "err", err)
+		}
+	}
+	return f.result
+}
+
+// classify turns an I/O error during the login into a failure.
+func (l *login) classify(ctx context.Context, err error, phase string) failure {
+	switch {
+	case l.timedOut(ctx, err):
+		l.log.Warn("login timed out", "phase", phase, "timeout", l.st.handshakeTimeout)
+		return failure{result: ResultHandshakeTimeout, client: &mysqlError{code: erHandshake, sqlState: "08S01",
+			message: fmt.Sprintf("iamdb: instance %s: login did not complete within %s", l.st.instance.Name, l.st.handshakeTimeout)}}
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isClosed(err):
+		l.log.Debug("client closed the connection during login", "phase", phase)
+		return failure{result: ResultClientClosed}
+	case errors.Is(err, errProtocol):
+		l.log.Info("protocol violation during login", "phase", phase, "err", err)
+		return failure{result: ResultProtocolError, client: &mysqlError{code: erHandshake, sqlState: "08S01", message: "Bad handshake"}}
+	default:
+		l.log.Info("login failed", "phase", phase, "err", err)
+		return failure{result: ResultProtocolError}
+	}
+}
+
+func (l *login) timedOut(ctx context.Context, err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(ctx.Err(), context.DeadlineExceeded) || !time.Now().Before(l.deadline)
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || isReset(err)
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func (l *login) internal(ctx context.Context) failure {
+	if l.timedOut(ctx, ctx.Err()) {
+		return l.classify(ctx, ctx.Err(), "backend")
+	}
+	return failure{result: ResultInternalError, client: &mysqlError{code: erUnknown, sqlState: "HY000",
+		message: fmt.Sprintf("iamdb: instance %s: internal error (see the iamdb log, session %s)", l.st.instance.Name, l.id)}}
+}
+
+// loginIAM asks for the token, verifies it and logs in to the upstream.
+func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
+	user := l.resp.user
+	if !l.tls {
+		// Refused before any password is asked for: the token must never
+		// cross the network in the clear.
+		l.log.Warn("login refused", "reason", ResultTLSRequired, "detail", "IAM user connected without TLS")
+		return nil, &failure{result: ResultTLSRequired, client: &mysqlError{code: erAccessDenied, sqlState: "28000",
+			message: fmt.Sprintf("Access denied for user '%s'@'%s': connection requires TLS for IAM authentication (mariadb/mysql --ssl, tls=true)", user, l.host)}}
+	}
+	token, f := l.readToken(ctx)
+	if f != nil {
+		return nil, f
+	}
+	dec, err := l.st.authn.Authenticate(ctx, authn.Request{
+		Token:           token,
+		Instance:        l.st.instance,
+		DBUser:          user,
+		Database:        l.resp.database,
+		SourceIP:        l.host,
+		SecureTransport: true,
+	})
+	if err != nil {
+		return nil, l.refuse(ctx, err)
+	}
+	l.log = l.log.With("principal", dec.Principal.ARN, "token_id", dec.TokenID)
+	l.log.Info("IAM login accepted", "access_key_id", dec.Principal.AccessKeyID)
+
+	password, err := l.st.backend.Password(ctx, user)
+	if err != nil {
+		l.log.Error("no upstream password for the IAM user", "err", err)
+		f := l.internal(ctx)
+		return nil, &f
+	}
+	return l.connectUpstream(ctx, password)
+}
+
+// readToken gets the token as a clear-text password: at once when the
+// client already used mysql_clear_password, else after an auth switch to
+// it, whatever plugin the client started with.
+func (l *login) readToken(ctx context.Context) (string, *failure) {
+	if l.resp.plugin == pluginClear {
+		return string(withoutNUL(l.resp.authData)), nil
+	}
+	if err := l.pc.write(authSwitch(pluginClear, append(append([]byte(nil), l.greet.scramble...), 0))); err != nil {
+		f := l.classify(ctx, err, "password request")
+		return "", &f
+	}
+	p, err := l.pc.read(maxLoginPacket)
+	if err != nil {
+		f := l.classify(ctx, unexpectedEOF(err), "password")
+		return "", &f
+	}
+	return string(withoutNUL(p)), nil
+}
+
+// refuse logs the precise reason of a refused IAM login and gives the
+// client only MySQL's generic access denied error, as RDS does.
+func (l *login) refuse(ctx context.Context, err error) *failure {
+	result := ResultInternalError
+	attrs := []any{}
+	var ae *authn.Error
+	if errors.As(err, &ae) {
+		result = ae.Code
+		attrs = append(attrs, "reason", ae.Code, "detail", ae.Detail)
+		if ae.TokenID != "" {
+			attrs = append(attrs, "token_id", ae.TokenID)
+		}
+		if ae.Principal != nil {
+			attrs = append(attrs, "principal", ae.Principal.ARN)
+		}
+	} else {
+		if l.timedOut(ctx, err) {
+			f := l.classify(ctx, err, "authenticate")
+			return &f
+		}
+		attrs = append(attrs, "reason", result, "err", err)
+	}
+	l.log.Warn("login refused", attrs...)
+	return &failure{result: result, client: accessDenied(l.resp.user, l.host)}
+}
+
+func (l *login) unavailable(err error) *failure {
+	l.st.obs.UpstreamDialFailed(l.st.instance.Name)
+	l.log.Error("upstream unavailable", "upstream", l.st.upstream.Address, "err", err)
+	return &failure{result: ResultUpstreamUnavailable, client: &mysqlError{code: crConnectionError, sqlState: "HY000",
+		message: fmt.Sprintf("iamdb: instance %s: upstream %s is unavailable", l.st.instance.Name, l.st.upstream.Address)}}
+}
+
+func remoteIP(c net.Conn) string {
+	addr := c.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// sessionID names a connection in every log line about it.
+func sessionID() string {
+	var b [6]byte
+	rand.Read(b[:]) // never fails since Go 1.24
+	return hex.EncodeToString(b[:])
+}
+
+// connectionID is the id in a client's greeting. The upstream's own id is
+// not known yet when the client is greeted (iamdb connects to the upstream
+// only after the login was verified), so it is a random number above the
+// range servers count in, where it cannot name another session by
+// accident: CONNECTION_ID() and KILL use the upstream's real ids.
+func connectionID() uint32 {
+	var b [4]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint32(b[:]) | 1<<31
+}

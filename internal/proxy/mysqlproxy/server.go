@@ -1,0 +1,317 @@
+package mysqlproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iamdb/iamdb/internal/authn"
+	"github.com/iamdb/iamdb/internal/proxy"
+)
+
+// The engine-neutral parts of the contract live in package proxy; these
+// names keep mysqlproxy's API readable on its own.
+type (
+	Authenticator = proxy.Authenticator
+	Backend       = proxy.Backend
+	Upstream      = proxy.Upstream
+	Observer      = proxy.Observer
+	NopObserver   = proxy.NopObserver
+)
+
+// Login results; see package proxy.
+const (
+	ResultOK                  = proxy.ResultOK
+	ResultPasswordRelayed     = proxy.ResultPasswordRelayed
+	ResultTLSRequired         = proxy.ResultTLSRequired
+	ResultUpstreamUnavailable = proxy.ResultUpstreamUnavailable
+	ResultUpstreamRejected    = proxy.ResultUpstreamRejected
+	ResultHandshakeTimeout    = proxy.ResultHandshakeTimeout
+	ResultCancel              = proxy.ResultCancel
+	ResultClientClosed        = proxy.ResultClientClosed
+	ResultProtocolError       = proxy.ResultProtocolError
+	ResultInternalError       = proxy.ResultInternalError
+)
+
+// Defaults for zero durations; see package proxy.
+const (
+	DefaultHandshakeTimeout = proxy.DefaultHandshakeTimeout
+	DefaultDialTimeout      = proxy.DefaultDialTimeout
+)
+
+// Config configures a Server.
+type Config struct {
+	Instance         *authn.Instance // name, region, account, resource id, endpoints
+	TLS              *tls.Config     // server side; use GetCertificate for reloadable certs
+	Authenticator    Authenticator
+	Backend          Backend
+	Upstream         Upstream
+	HandshakeTimeout time.Duration // default 10s
+	Logger           *slog.Logger  // default: discard
+	Observer         Observer      // default: NopObserver
+}
+
+// settings is an immutable, validated snapshot of Config. Each connection
+// reads the snapshot current at accept time, so Update never disturbs a
+// login or session in progress.
+type settings struct {
+	instance         *authn.Instance
+	tls              *tls.Config // prepared: TLS ≥ 1.2
+	authn            Authenticator
+	backend          Backend
+	upstream         Upstream
+	handshakeTimeout time.Duration
+	log              *slog.Logger
+	obs              Observer
+}
+
+func (c Config) settings() (*settings, error) {
+	switch {
+	case c.Instance == nil || c.Instance.Name == "":
+		return nil, errors.New("mysqlproxy: config without an instance name")
+	case c.TLS == nil:
+		return nil, fmt.Errorf("mysqlproxy: instance %s: no server TLS configuration (IAM logins require TLS)", c.Instance.Name)
+	case c.Authenticator == nil:
+		return nil, fmt.Errorf("mysqlproxy: instance %s: no authenticator", c.Instance.Name)
+	case c.Backend == nil:
+		return nil, fmt.Errorf("mysqlproxy: instance %s: no backend", c.Instance.Name)
+	case c.Upstream.Address == "":
+		return nil, fmt.Errorf("mysqlproxy: instance %s: no upstream address", c.Instance.Name)
+	}
+	st := &settings{
+		instance:         c.Instance,
+		tls:              serverTLS(c.TLS),
+		authn:            c.Authenticator,
+		backend:          c.Backend,
+		upstream:         c.Upstream,
+		handshakeTimeout: c.HandshakeTimeout,
+		log:              c.Logger,
+		obs:              c.Observer,
+	}
+	if st.upstream.TLS != nil {
+		st.upstream.TLS = st.upstream.TLS.Clone()
+		if st.upstream.TLS.ServerName == "" {
+			// Verify the upstream as the host it is dialled by, as
+			// database clients do.
+			st.upstream.TLS.ServerName, _, _ = net.SplitHostPort(st.upstream.Address)
+		}
+	}
+	if st.upstream.DialTimeout <= 0 {
+		st.upstream.DialTimeout = DefaultDialTimeout
+	}
+	if _, _, err := net.SplitHostPort(st.upstream.Address); err != nil {
+		return nil, fmt.Errorf("mysqlproxy: instance %s: upstream address %q: %w", c.Instance.Name, st.upstream.Address, err)
+	}
+	if st.handshakeTimeout <= 0 {
+		st.handshakeTimeout = DefaultHandshakeTimeout
+	}
+	if st.log == nil {
+		st.log = slog.New(slog.DiscardHandler)
+	}
+	if st.obs == nil {
+		st.obs = NopObserver{}
+	}
+	st.log = st.log.With("instance", c.Instance.Name)
+	return st, nil
+}
+
+// serverTLS clones the operator's configuration with iamdb's floor, TLS
+// 1.2. A GetConfigForClient callback replaces the whole configuration and
+// must set it itself.
+func serverTLS(in *tls.Config) *tls.Config {
+	c := in.Clone()
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c
+}
+
+// Server is one MySQL/MariaDB listener: it accepts clients, runs the login and
+// relays sessions to the upstream. It is safe for concurrent use.
+type Server struct {
+	cur atomic.Pointer[settings]
+	// greetings remembers each upstream's greeting, so that clients are
+	// greeted as that server would greet them (see greetingFor).
+	greetings *greetingCache
+	// dial opens TCP connections to upstreams; tests replace it.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	conns     map[*clientConn]struct{}
+
+	active atomic.Int64
+}
+
+// New validates cfg and returns a Server that is not yet listening.
+func New(cfg Config) (*Server, error) {
+	st, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		greetings: newGreetingCache(),
+		dial:      (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*clientConn]struct{}{},
+	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.cur.Store(st)
+	return s, nil
+}
+
+// Update swaps the configuration for new connections (certificates,
+// backend, upstream, instance, authenticator). Logins in progress and live
+// sessions keep what they started with. An invalid cfg is logged and
+// ignored, keeping the previous configuration.
+func (s *Server) Update(cfg Config) {
+	old := s.cur.Load()
+	if cfg.Logger == nil {
+		cfg.Logger = old.log
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = old.obs
+	}
+	st, err := cfg.settings()
+	if err != nil {
+		old.log.Error("configuration update ignored", "err", err)
+		return
+	}
+	s.cur.Store(st)
+}
+
+// ActiveSessions is the number of sessions past login, relaying.
+func (s *Server) ActiveSessions() int { return int(s.active.Load()) }
+
+// Serve accepts connections on ln until Shutdown or Close, then returns
+// nil. Any other accept failure that persists is returned.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("mysqlproxy: accept: %w", err)
+			}
+			// Out of file descriptors and the like: wait and retry rather
+			// than spin or take the listener down.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.cur.Load().log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		cc := &clientConn{raw: c}
+		if !s.track(cc) {
+			c.Close()
+			return nil
+		}
+		go s.serveConn(cc)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) track(cc *clientConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[cc] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(cc *clientConn) {
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
+}
+
+// stopAccepting closes every listener and refuses new connections.
+func (s *Server) stopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// closeConns ends every connection, logging in or relaying.
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	conns := make([]*clientConn, 0, len(s.conns))
+	for cc := range s.conns {
+		conns = append(conns, cc)
+	}
+	s.mu.Unlock()
+	for _, cc := range conns {
+		cc.abort()
+	}
+}
+
+// Shutdown stops accepting, waits for logins and sessions to end until ctx
+// is done, then closes the remaining ones and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopAccepting()
+	// Polling, as net/http does: sessions end at the client's pace, so a
+	// short tick costs nothing and needs no per-connection signalling.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			s.cancelBase()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.cancelBase()
+			s.closeConns()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.stopAccepting()
+	s.cancelBase()
+	s.closeConns()
+	return nil
+}
