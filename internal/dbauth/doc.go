@@ -52,9 +52,32 @@
 // as members of every role. A missing rds_iam role is an error that says to
 // run 'iamdb db setup', which creates it (Setup).
 //
+// # MySQL and MariaDB (MySQL)
+//
+// MySQL has no rds_iam role: iam_users (required for engine mysql) alone
+// says who is IAM-enabled, and only mode managed needs an admin connection
+// (database/sql with go-sql-driver/mysql, TLS by UpstreamTLS, the admin
+// password set per connection). A MySQL account is user@host, so a managed
+// password goes to every row of mysql.user with that user name:
+//
+//	Password(u) ─ fresh stored one? ─▶ return it
+//	  └ per-user mutex ─ GET_LOCK('iamdb-backend-password-<hash>') on one
+//	    admin connection (replicas) ─ re-read store ─ SELECT Host, plugin,
+//	    authentication_string FROM mysql.user WHERE User = u
+//	    ─ ALTER USER 'u'@'h' IDENTIFIED BY PASSWORD '*<sha1(sha1(pw))>' for
+//	      every h (MariaDB: mysql_native_password, and only the hash crosses
+//	      the wire; MySQL: IDENTIFIED WITH caching_sha2_password BY, which
+//	      MySQL rewrites out of its logs) ─ Put(sealed) ─ RELEASE_LOCK
+//
+// ALTER USER is not transactional: when storing the new password fails,
+// the previous plugin and authentication string are written back (IDENTIFIED
+// WITH plugin AS '…') where they can be, so store and database agree. Server
+// errors, which may quote the statement, are scrubbed of the password and
+// its hash.
+//
 // # Admin connection
 //
-// A pgxpool of at most four connections to database postgres as
+// For PostgreSQL, a pgxpool of at most four connections to database postgres as
 // backend_auth.admin_user, with the password from admin_password_env or
 // admin_password_file (trimmed; the file must be private to its owner),
 // over the upstream TLS of UpstreamTLS. The password is set per new
