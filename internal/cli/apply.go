@@ -59,7 +59,7 @@ applied; fix the cause and run apply again.`,
 			}
 			defer d.Close()
 			account := g.account(d)
-			plan, err := f.Plan(ctx, d.Store, account, opts)
+			plan, err := f.Plan(ctx, g.identityStore(d), account, opts)
 			if err != nil {
 				return fmt.Errorf("%s: nothing was changed:\n%w", file, err)
 			}
@@ -69,7 +69,7 @@ applied; fix the cause and run apply again.`,
 			}
 			applied := false
 			if !dryRun && !plan.Empty() {
-				if err := plan.Apply(ctx, d.Store); err != nil {
+				if err := plan.Apply(ctx, g.identityStore(d)); err != nil {
 					return fmt.Errorf("apply %s: %w", file, err)
 				}
 				applied = true

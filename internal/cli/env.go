@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
+	"github.com/iamdb/iamdb/internal/audit"
 	"github.com/iamdb/iamdb/internal/config"
 	"github.com/iamdb/iamdb/internal/datadir"
+	"github.com/iamdb/iamdb/internal/identity"
 )
 
 const defaultConfigFile = "iamdb.yaml"
@@ -75,6 +78,30 @@ func (g *globalFlags) openDataDir(ctx context.Context) (*datadir.Dir, error) {
 		return nil, err
 	}
 	return datadir.Open(ctx, dir, cfg.Store, cfg.Partition)
+}
+
+// identityStore is d's identity store with every write recorded in the
+// audit log (iam.iamdb events attributed to the operator), so management
+// commands are audited whatever they change.
+func (g *globalFlags) identityStore(d *datadir.Dir) identity.Store {
+	return audit.NewStore(d.Store, g.auditLog(d.Path), audit.LocalOperator(), "iamdb-cli/"+Version)
+}
+
+// auditLog is the audit log of the data directory dataDir, opened per
+// event: a command holds nothing open that `iamdb serve` also writes.
+func (g *globalFlags) auditLog(dataDir string) audit.Emitter {
+	cfg := g.cfg
+	if cfg == nil {
+		cfg = &config.Config{}
+	}
+	return audit.OneShot{
+		Path: audit.ResolveFile(cfg.Audit.File, cfg.DataDir, dataDir),
+		Options: audit.FileOptions{
+			FailClosed: cfg.Audit.FailClosed,
+			MaxSize:    int64(cfg.Audit.MaxSize),
+			Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		},
+	}
 }
 
 // account is the account commands act in: the configuration's account_id,

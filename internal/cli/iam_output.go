@@ -64,7 +64,7 @@ func iamCommand(g *globalFlags, use, short string, args cobra.PositionalArgs, fn
 			partition = identity.DefaultPartition
 		}
 		e := &iamEnv{
-			ctx: cmd.Context(), dir: d, store: d.Store, account: g.account(d), partition: partition,
+			ctx: cmd.Context(), dir: d, store: g.identityStore(d), account: g.account(d), partition: partition,
 			json: asJSON, out: cmd.OutOrStdout(), in: cmd.InOrStdin(),
 		}
 		return fn(e, args)

@@ -80,6 +80,7 @@ Amazon RDS IAM database authentication does, on any server you run.`,
 		newServeCmd(g),
 		newConnectCmd(g),
 		newSessionCmd(g),
+		newAuditCmd(g),
 	)
 	// Unknown subcommands and stray arguments are usage errors too.
 	root.Args = func(cmd *cobra.Command, args []string) error {

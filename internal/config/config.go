@@ -52,6 +52,12 @@ type Metrics struct {
 type Audit struct {
 	File       string `yaml:"file"`
 	FailClosed bool   `yaml:"fail_closed"`
+	// FsyncInterval bounds how long an event may stay unsynced: events
+	// the listeners wait for are fsynced at once in groups, statement
+	// events at the latest after this interval.
+	FsyncInterval Duration `yaml:"fsync_interval"`
+	// MaxSize is the size at which audit.file is rotated to audit.file.N.
+	MaxSize Size `yaml:"max_size"`
 }
 
 // Instance is one database behind one listener.
@@ -69,6 +75,85 @@ type Instance struct {
 	Limits      Limits      `yaml:"limits"`
 	// HandshakeTimeout bounds a login from accept to ready session.
 	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	// AuditStatements selects the sessions whose statements are audited
+	// one by one: none (default), all, or a list of database users (names
+	// or patterns as in iam_users).
+	AuditStatements StatementAudit `yaml:"audit_statements"`
+	// AuditParameters adds bound parameter values to statement events.
+	AuditParameters bool `yaml:"audit_parameters"`
+}
+
+// StatementAudit is audit_statements: `none`, `all`, or a list of
+// database users.
+type StatementAudit struct {
+	All   bool
+	Users []string
+}
+
+// UnmarshalYAML accepts none, all, or a sequence of user names/patterns.
+func (s *StatementAudit) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		switch n.Value {
+		case "", "none", "false":
+			*s = StatementAudit{}
+		case "all", "true":
+			*s = StatementAudit{All: true}
+		default:
+			return fmt.Errorf("line %d: audit_statements %q: use none, all, or a list of database users like [app, \"report_*\"]", n.Line, n.Value)
+		}
+		return nil
+	case yaml.SequenceNode:
+		var users []string
+		if err := n.Decode(&users); err != nil {
+			return fmt.Errorf("line %d: audit_statements: a list of database user names: %w", n.Line, err)
+		}
+		*s = StatementAudit{Users: users}
+		return nil
+	}
+	return fmt.Errorf("line %d: audit_statements: use none, all, or a list of database users", n.Line)
+}
+
+// Enabled reports whether dbUser's sessions get statement audit.
+func (s StatementAudit) Enabled(dbUser string) bool {
+	if s.All {
+		return true
+	}
+	for _, p := range s.Users {
+		if ok, _ := filepath.Match(p, dbUser); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Size is a byte count written as 104857600, "100MiB", "512KiB", "1GiB"
+// or "10MB".
+type Size int64
+
+// UnmarshalYAML accepts a number of bytes or a number with a unit.
+func (z *Size) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: expected a size such as 100MiB", n.Line)
+	}
+	v := strings.TrimSpace(n.Value)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			break
+		}
+	}
+	num, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || num < 0 {
+		return fmt.Errorf("line %d: %q is not a size: write it like 100MiB, 512KiB or a number of bytes", n.Line, n.Value)
+	}
+	*z = Size(num * mult)
+	return nil
 }
 
 // ServerTLS names the certificate a listener presents (default: the data
@@ -118,6 +203,8 @@ const (
 	DefaultHandshakeTimeout    = Duration(10 * time.Second)
 	DefaultDialTimeout         = Duration(5 * time.Second)
 	DefaultRotateEvery         = Duration(24 * time.Hour)
+	DefaultAuditFsyncInterval  = Duration(100 * time.Millisecond)
+	DefaultAuditMaxSize        = Size(100 << 20)
 )
 
 // Duration is a time.Duration written in YAML as "30s", "5m", "24h" or a
@@ -284,6 +371,12 @@ func (c *Config) applyDefaults() {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
+	if c.Audit.FsyncInterval == 0 {
+		c.Audit.FsyncInterval = DefaultAuditFsyncInterval
+	}
+	if c.Audit.MaxSize == 0 {
+		c.Audit.MaxSize = DefaultAuditMaxSize
+	}
 	for i := range c.Instances {
 		in := &c.Instances[i]
 		if in.Region == "" {
@@ -385,6 +478,12 @@ func (c *Config) Validate() error {
 	if c.DrainTimeout < 0 {
 		add("drain_timeout", "cannot be negative")
 	}
+	if c.Audit.FsyncInterval < 0 {
+		add("audit.fsync_interval", "cannot be negative")
+	}
+	if c.Audit.MaxSize != 0 && c.Audit.MaxSize < 4096 {
+		add("audit.max_size", "%d bytes is too small to hold audit events: use at least 4KiB (default 100MiB)", c.Audit.MaxSize)
+	}
 	checkHostPort("api.listen", c.API.Listen)
 	checkHostPort("metrics.listen", c.Metrics.Listen)
 
@@ -461,6 +560,11 @@ func (c *Config) Validate() error {
 		for j, p := range in.IAMUsers {
 			if _, err := filepath.Match(p, ""); err != nil || p == "" {
 				add(fmt.Sprintf("instances[%d].iam_users[%d]", i, j), "%q is not a valid name or pattern", p)
+			}
+		}
+		for j, p := range in.AuditStatements.Users {
+			if _, err := filepath.Match(p, ""); err != nil || p == "" {
+				add(fmt.Sprintf("instances[%d].audit_statements[%d]", i, j), "%q is not a valid name or pattern", p)
 			}
 		}
 		if in.HandshakeTimeout < 0 || in.Upstream.DialTimeout < 0 || in.BackendAuth.RotateEvery < 0 {

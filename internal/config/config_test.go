@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,6 +88,11 @@ func TestParseErrors(t *testing.T) {
 		{"secrets without file", strings.Replace(pgInstance, "{mode: trust}", "{mode: secrets}", 1), []string{"backend_auth.secrets_file"}},
 		{"negative limit", pgInstance + "    limits: {max_connections: -1}\n", []string{"limits cannot be negative"}},
 		{"bad duration", "drain_timeout: soon\n", []string{"line 1:", `"soon" is not a duration`}},
+		{"bad audit_statements", pgInstance + "    audit_statements: some\n", []string{"line 8:", `audit_statements "some"`}},
+		{"bad audit_statements pattern", pgInstance + "    audit_statements: [\"[\"]\n", []string{"instances[0].audit_statements[0]"}},
+		{"bad audit size", "audit: {max_size: lots}\n", []string{"line 1:", `"lots" is not a size`}},
+		{"tiny audit size", "audit: {max_size: 10}\n", []string{"audit.max_size", "too small"}},
+		{"negative fsync interval", "audit: {fsync_interval: -1s}\n", []string{"audit.fsync_interval", "negative"}},
 		{"several problems at once", "region: Mars\naccount_id: x\n", []string{"region", "account_id"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,6 +118,36 @@ func TestDurations(t *testing.T) {
 	if cfg.DrainTimeout.D() != 90*time.Second || in.Upstream.DialTimeout.D() != 250*time.Millisecond ||
 		in.BackendAuth.RotateEvery.D() != 12*time.Hour || in.HandshakeTimeout.D() != 2*time.Second {
 		t.Fatalf("durations: %+v", cfg)
+	}
+}
+
+func TestAuditSettings(t *testing.T) {
+	const inst = "instances:\n  - {name: %s, engine: postgres, resource_id: db-A, listen: 127.0.0.1:%d, upstream: {address: 127.0.0.1:2}, backend_auth: {mode: trust}%s}\n"
+	doc := "audit: {fail_closed: true, fsync_interval: 20ms, max_size: 8MiB}\n" +
+		fmt.Sprintf(inst, "a", 1, "") +
+		strings.TrimPrefix(fmt.Sprintf(inst, "b", 3, ", audit_statements: all, audit_parameters: true"), "instances:\n") +
+		strings.TrimPrefix(fmt.Sprintf(inst, "c", 5, `, audit_statements: [app, "report_*"]`), "instances:\n") +
+		strings.TrimPrefix(fmt.Sprintf(inst, "d", 7, ", audit_statements: none"), "instances:\n")
+	cfg, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Audit.FailClosed || cfg.Audit.FsyncInterval.D() != 20*time.Millisecond || cfg.Audit.MaxSize != 8<<20 {
+		t.Fatalf("audit: %+v", cfg.Audit)
+	}
+	a, b, c, d := cfg.Instances[0], cfg.Instances[1], cfg.Instances[2], cfg.Instances[3]
+	if a.AuditStatements.Enabled("app") || d.AuditStatements.Enabled("app") || a.AuditParameters {
+		t.Error("statement audit on by default or with none")
+	}
+	if !b.AuditStatements.Enabled("anyone") || !b.AuditParameters {
+		t.Errorf("all: %+v", b.AuditStatements)
+	}
+	if !c.AuditStatements.Enabled("app") || !c.AuditStatements.Enabled("report_x") || c.AuditStatements.Enabled("admin") {
+		t.Errorf("list: %+v", c.AuditStatements)
+	}
+	def, _ := Parse([]byte("region: us-east-1\n"))
+	if def.Audit.FsyncInterval != DefaultAuditFsyncInterval || def.Audit.MaxSize != DefaultAuditMaxSize || def.Audit.FailClosed {
+		t.Errorf("audit defaults: %+v", def.Audit)
 	}
 }
 

@@ -76,6 +76,7 @@ func (s *server) onSTSCall(rec sts.CallRecord) {
 		result = rec.ErrorCode
 	}
 	s.metrics.STSCall(rec.Action, result)
+	s.auditSTSCall(rec)
 	attrs := []any{"action", rec.Action, "request_id", rec.RequestID, "source_ip", rec.SourceIP, "access_key_id", rec.AccessKeyID}
 	if rec.Caller != nil {
 		attrs = append(attrs, "caller", rec.Caller.ARN)

@@ -8,7 +8,7 @@ import (
 )
 
 // reload is the SIGHUP path. Nothing it does touches a live session: new
-// settings reach the listeners through pgproxy Update, which applies to
+// settings reach the listeners through their Update, which applies to
 // sessions accepted afterwards.
 func (s *server) reload(ctx context.Context) {
 	s.log.Info("reloading the configuration, certificates and secrets")
@@ -56,7 +56,7 @@ func (s *server) reload(ctx context.Context) {
 			l.log.Error("instance not reloaded", "err", err)
 			continue
 		}
-		l.proxy.Update(pc)
+		l.update(pc)
 		l.inst, l.cert = in, cert
 		l.log.Info("instance reloaded", "endpoints", in.Endpoints, "upstream", in.Upstream.Address)
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,21 +13,43 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iamdb/iamdb/internal/audit"
 	"github.com/iamdb/iamdb/internal/authn"
 	"github.com/iamdb/iamdb/internal/config"
 	"github.com/iamdb/iamdb/internal/datadir"
 	"github.com/iamdb/iamdb/internal/dbauth"
 	"github.com/iamdb/iamdb/internal/metrics"
 	"github.com/iamdb/iamdb/internal/pki"
+	"github.com/iamdb/iamdb/internal/proxy"
+	"github.com/iamdb/iamdb/internal/proxy/mysqlproxy"
 	"github.com/iamdb/iamdb/internal/proxy/pgproxy"
 )
 
-// The pieces Run wires together must fit the listener's hooks.
+// The pieces Run wires together must fit the listeners' hooks.
 var (
-	_ pgproxy.Observer      = (*metrics.Metrics)(nil)
-	_ pgproxy.Backend       = (*dbauth.Postgres)(nil)
-	_ pgproxy.Authenticator = (*authn.Authenticator)(nil)
+	_ proxy.Observer      = (*metrics.Metrics)(nil)
+	_ proxy.Authenticator = (*authn.Authenticator)(nil)
+	_ backend             = (*dbauth.Postgres)(nil)
+	_ backend             = (*dbauth.MySQL)(nil)
+	_ engineListener      = (*pgproxy.Server)(nil)
+	_ engineListener      = (*mysqlproxy.Server)(nil)
 )
+
+// engineListener is what Run needs of a wire-protocol listener; pgproxy
+// and mysqlproxy servers behave the same way behind it.
+type engineListener interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+	ActiveSessions() int
+}
+
+// backend is an instance's backend login (dbauth), of either engine.
+type backend interface {
+	proxy.Backend
+	Reload(context.Context, config.Instance) error
+	Close()
+}
 
 // Options is what Run needs. Config and DataDir are required.
 type Options struct {
@@ -61,6 +84,7 @@ type server struct {
 	certs   map[[2]string]*certificate // by cert and key path
 	authn   *authn.Authenticator
 	metrics *metrics.Metrics
+	audit   *audit.FileSink // every producer's audit log (audit.go)
 
 	http   *http.Server
 	httpLn net.Listener
@@ -80,8 +104,9 @@ type listener struct {
 	name    string          // immutable; read by /readyz while a reload runs
 	inst    config.Instance // in force, touched only by Run's goroutine; Listen never changes
 	cert    *certificate
-	backend *dbauth.Postgres
-	proxy   *pgproxy.Server
+	backend backend
+	proxy   engineListener
+	update  func(listenerConfig) // the listener's Update
 	ln      net.Listener
 	log     *slog.Logger
 	serving atomic.Bool
@@ -142,6 +167,9 @@ func start(ctx context.Context, opt Options) (_ *server, err error) {
 		return nil, err
 	}
 	s.authn = authn.New(s.dir.Store, s.dir.Sealer, authn.Options{})
+	if err := s.openAudit(); err != nil {
+		return nil, err
+	}
 
 	if err := s.startHTTP(ctx); err != nil {
 		return nil, err
@@ -177,11 +205,9 @@ func start(ctx context.Context, opt Options) (_ *server, err error) {
 func checkEngines(cfg *config.Config) error {
 	for _, in := range cfg.Instances {
 		switch in.Engine {
-		case "postgres":
-		case "mysql":
-			return fmt.Errorf("instance %s: engine mysql: MySQL/MariaDB listeners are not available yet in this version of iamdb; remove the instance or use engine postgres", in.Name)
+		case "postgres", "mysql":
 		default:
-			return fmt.Errorf("instance %s: unknown engine %q: use postgres", in.Name, in.Engine)
+			return fmt.Errorf("instance %s: unknown engine %q: use postgres, or mysql (also for MariaDB)", in.Name, in.Engine)
 		}
 	}
 	return nil
@@ -243,26 +269,94 @@ func (s *server) authnInstance(cfg *config.Config, in config.Instance) *authn.In
 	}
 }
 
+// listenerConfig is the configuration of either listener package; their
+// Config types carry the same fields.
+type listenerConfig struct {
+	Instance         *authn.Instance
+	TLS              *tls.Config
+	Authenticator    proxy.Authenticator
+	Backend          proxy.Backend
+	Upstream         proxy.Upstream
+	HandshakeTimeout time.Duration
+	Logger           *slog.Logger
+	Observer         proxy.Observer
+	Audit            audit.Emitter
+	Statements       audit.StatementPolicy
+}
+
+func (c listenerConfig) postgres() pgproxy.Config {
+	return pgproxy.Config{
+		Instance: c.Instance, TLS: c.TLS, Authenticator: c.Authenticator, Backend: c.Backend,
+		Upstream: c.Upstream, HandshakeTimeout: c.HandshakeTimeout, Logger: c.Logger, Observer: c.Observer,
+		Audit: c.Audit, Statements: c.Statements,
+	}
+}
+
+func (c listenerConfig) mysql() mysqlproxy.Config {
+	return mysqlproxy.Config{
+		Instance: c.Instance, TLS: c.TLS, Authenticator: c.Authenticator, Backend: c.Backend,
+		Upstream: c.Upstream, HandshakeTimeout: c.HandshakeTimeout, Logger: c.Logger, Observer: c.Observer,
+	}
+}
+
 // proxyConfig is the listener configuration for in.
-func (s *server) proxyConfig(cfg *config.Config, in config.Instance, cert *certificate, backend *dbauth.Postgres) (pgproxy.Config, error) {
+func (s *server) proxyConfig(cfg *config.Config, in config.Instance, cert *certificate, b backend) (listenerConfig, error) {
 	upTLS, err := dbauth.UpstreamTLS(in.Upstream)
 	if err != nil {
-		return pgproxy.Config{}, fmt.Errorf("upstream TLS: %w", err)
+		return listenerConfig{}, fmt.Errorf("upstream TLS: %w", err)
 	}
-	return pgproxy.Config{
+	return listenerConfig{
 		Instance:      s.authnInstance(cfg, in),
 		TLS:           cert.tlsConfig(),
 		Authenticator: s.authn,
-		Backend:       backend,
-		Upstream: pgproxy.Upstream{
+		Backend:       b,
+		Upstream: proxy.Upstream{
 			Address:     in.Upstream.Address,
 			TLS:         upTLS,
 			DialTimeout: in.Upstream.DialTimeout.D(),
 		},
 		HandshakeTimeout: in.HandshakeTimeout.D(),
-		Logger:           s.log, // pgproxy adds the instance attribute itself
+		Logger:           s.log, // the listener adds the instance attribute itself
 		Observer:         s.metrics,
+		Audit:            s.auditEmitter(),
+		Statements:       statementPolicy(in),
 	}, nil
+}
+
+// newBackend prepares the backend login of in for its engine.
+func (s *server) newBackend(ctx context.Context, in config.Instance) (backend, error) {
+	if in.Engine == "mysql" {
+		return dbauth.NewMySQL(ctx, dbauth.MySQLOptions{
+			Instance: in,
+			Store:    s.dir.Store,
+			Sealer:   s.dir.Sealer,
+			Now:      s.now,
+			Logger:   s.log, // dbauth adds the instance attribute itself
+		})
+	}
+	return dbauth.NewPostgres(ctx, dbauth.PostgresOptions{
+		Instance: in,
+		Store:    s.dir.Store,
+		Sealer:   s.dir.Sealer,
+		Now:      s.now,
+		Logger:   s.log,
+	})
+}
+
+// newProxy builds the wire-protocol listener of engine and its Update.
+func newProxy(engine string, lc listenerConfig) (engineListener, func(listenerConfig), error) {
+	if engine == "mysql" {
+		p, err := mysqlproxy.New(lc.mysql())
+		if err != nil {
+			return nil, nil, err
+		}
+		return p, func(lc listenerConfig) { p.Update(lc.mysql()) }, nil
+	}
+	p, err := pgproxy.New(lc.postgres())
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, func(lc listenerConfig) { p.Update(lc.postgres()) }, nil
 }
 
 func (s *server) newListener(ctx context.Context, in config.Instance) (_ *listener, err error) {
@@ -270,13 +364,7 @@ func (s *server) newListener(ctx context.Context, in config.Instance) (_ *listen
 	if l.cert, err = s.certificateFor(in); err != nil {
 		return nil, err
 	}
-	l.backend, err = dbauth.NewPostgres(ctx, dbauth.PostgresOptions{
-		Instance: in,
-		Store:    s.dir.Store,
-		Sealer:   s.dir.Sealer,
-		Now:      s.now,
-		Logger:   s.log, // dbauth adds the instance attribute itself
-	})
+	l.backend, err = s.newBackend(ctx, in)
 	if err != nil {
 		return nil, fmt.Errorf("backend login: %w", err)
 	}
@@ -292,7 +380,7 @@ func (s *server) newListener(ctx context.Context, in config.Instance) (_ *listen
 	if err != nil {
 		return nil, err
 	}
-	if l.proxy, err = pgproxy.New(pc); err != nil {
+	if l.proxy, l.update, err = newProxy(in.Engine, pc); err != nil {
 		return nil, err
 	}
 	var lc net.ListenConfig
@@ -405,4 +493,5 @@ func (s *server) closeAll() {
 	} else if s.apiLn != nil {
 		s.apiLn.Close()
 	}
+	s.closeAudit()
 }

@@ -453,26 +453,6 @@ func TestReload(t *testing.T) {
 	}
 }
 
-func TestMySQLInstanceRefusedAtStart(t *testing.T) {
-	cfg, err := config.Parse([]byte(`instances:
-  - name: shop
-    engine: mysql
-    resource_id: db-SHOP0000000000000000000000
-    listen: 127.0.0.1:3307
-    iam_users: [app]
-    upstream: {address: 127.0.0.1:3306}
-    backend_auth: {mode: trust}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = Run(context.Background(), Options{Config: cfg, DataDir: &datadir.Dir{Path: t.TempDir()}})
-	if err == nil || !strings.Contains(err.Error(), "MySQL/MariaDB listeners are not available yet") ||
-		!strings.Contains(err.Error(), "shop") {
-		t.Fatalf("Run with a mysql instance: %v", err)
-	}
-}
-
 func TestStartFailsOnBusyListenAddress(t *testing.T) {
 	e := newEnv(t)
 	busy, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", e.port))

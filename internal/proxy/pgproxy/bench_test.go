@@ -2,18 +2,28 @@ package pgproxy
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/iamdb/iamdb/internal/audit"
 )
 
 // BenchmarkLogin measures whole logins (TLS, authentication, SELECT 1,
 // close) through iamdb with an IAM token and, side by side, directly to
 // the same PostgreSQL with TLS and SCRAM-SHA-256. iamdb's login includes
 // its own TLS-and-SCRAM login to the upstream, so the ratio is the price
-// of the extra hop.
+// of the extra hop. "iamdb+audit" writes connect and disconnect events to
+// a file audit log, fsynced before the client hears the login succeeded;
+// "iamdb" audits nothing.
 func BenchmarkLogin(b *testing.B) {
 	h := newHarness(b)
+	sink, err := audit.OpenFile(filepath.Join(b.TempDir(), "audit.jsonl"), audit.FileOptions{FailClosed: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
 	id, secret := h.user("alice", connectPolicy("app"))
 	tok := h.sdkToken(h.endpoint, testRegion, "app", id, secret, "")
 	direct, err := pgx.ParseConfig(h.pg.TLSDSN("app", rolePass["app"], h.database))
@@ -21,13 +31,20 @@ func BenchmarkLogin(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, bc := range []struct {
-		name string
-		cfg  *pgx.ConnConfig
+		name  string
+		cfg   *pgx.ConnConfig
+		audit audit.Emitter
 	}{
-		{"iamdb", h.pgxConfig("app", tok, "")},
-		{"direct", direct},
+		{"iamdb", h.pgxConfig("app", tok, ""), audit.Nop{}},
+		{"iamdb+audit", h.pgxConfig("app", tok, ""), sink},
+		{"direct", direct, nil},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
+			if bc.audit != nil {
+				cfg := h.cfg
+				cfg.Audit = bc.audit
+				h.srv.Update(cfg)
+			}
 			ctx := context.Background()
 			for b.Loop() {
 				conn, err := pgx.ConnectConfig(ctx, bc.cfg)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/iamdb/iamdb/internal/audit"
 	"github.com/iamdb/iamdb/internal/authn"
 )
 
@@ -55,6 +56,13 @@ func (cc *clientConn) setUpstream(c net.Conn) bool {
 	return true
 }
 
+// wasAborted reports whether Shutdown or Close ended the connection.
+func (cc *clientConn) wasAborted() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.aborted
+}
+
 func (cc *clientConn) abort() {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
@@ -85,6 +93,13 @@ type login struct {
 	user     string
 	database string
 	reported bool
+
+	// Audit: the connection's record, whether the login reached the
+	// password step, and whether its accepted connect event was written.
+	ac           *audit.Conn
+	passwordStep bool
+	connected    bool
+	connectedAt  time.Time
 }
 
 // session is a login that succeeded: both legs ready for the byte relay.
@@ -99,6 +114,7 @@ type session struct {
 type failure struct {
 	result string
 	client *pgproto3.ErrorResponse
+	reason string // for the operator (audit errorMessage); never sent to the client
 }
 
 func (s *Server) serveConn(cc *clientConn) {
@@ -157,6 +173,7 @@ func (l *login) run(ctx context.Context) (*session, string) {
 	if f := l.startup(pkt); f != nil {
 		return nil, l.finish(*f)
 	}
+	l.auditStarted()
 	iam, err := l.st.backend.IsIAMUser(ctx, l.user)
 	if err != nil {
 		l.log.Error("cannot tell whether the user logs in with IAM", "err", err)
@@ -173,7 +190,9 @@ func (l *login) run(ctx context.Context) (*session, string) {
 		if sess != nil && sess.release != nil {
 			sess.release()
 		}
-		return nil, l.finish(*f)
+		result := l.finish(*f)
+		l.auditEnded(*f)
+		return nil, result
 	}
 	if iam {
 		return sess, ResultOK
@@ -208,17 +227,17 @@ func (l *login) classify(ctx context.Context, err error, phase string) failure {
 	switch {
 	case l.timedOut(ctx, err):
 		l.log.Warn("login timed out", "phase", phase, "timeout", l.st.handshakeTimeout)
-		return failure{result: ResultHandshakeTimeout, client: fatal("08006",
+		return failure{result: ResultHandshakeTimeout, reason: fmt.Sprintf("login did not complete within %s (%s)", l.st.handshakeTimeout, phase), client: fatal("08006",
 			fmt.Sprintf("iamdb: instance %s: login did not complete within %s", l.st.instance.Name, l.st.handshakeTimeout))}
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err):
 		l.log.Debug("client closed the connection during login", "phase", phase)
-		return failure{result: ResultClientClosed}
+		return failure{result: ResultClientClosed, reason: "the client closed the connection during " + phase}
 	case errors.Is(err, errProtocol):
 		l.log.Info("protocol violation during login", "phase", phase, "err", err)
-		return failure{result: ResultProtocolError, client: fatal("08P01", "iamdb: "+err.Error())}
+		return failure{result: ResultProtocolError, reason: phase + ": " + err.Error(), client: fatal("08P01", "iamdb: "+err.Error())}
 	default:
 		l.log.Info("login failed", "phase", phase, "err", err)
-		return failure{result: ResultProtocolError}
+		return failure{result: ResultProtocolError, reason: phase + ": " + err.Error()}
 	}
 }
 
@@ -235,7 +254,7 @@ func (l *login) internal(ctx context.Context) failure {
 	if l.timedOut(ctx, ctx.Err()) {
 		return l.classify(ctx, ctx.Err(), "backend")
 	}
-	return failure{result: ResultInternalError, client: fatal("XX000",
+	return failure{result: ResultInternalError, reason: "internal error (see the iamdb log)", client: fatal("XX000",
 		fmt.Sprintf("iamdb: instance %s: internal error (see the iamdb log, session %s)", l.st.instance.Name, l.id))}
 }
 
@@ -366,6 +385,7 @@ func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
 		f := l.classify(ctx, err, "password request")
 		return nil, &f
 	}
+	l.passwordStep = true
 	token, f := l.readPassword(ctx)
 	if f != nil {
 		return nil, f
@@ -378,6 +398,7 @@ func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
 		SourceIP:        remoteIP(l.cc.raw),
 		SecureTransport: true,
 	})
+	l.auditDecision(dec, err)
 	if err != nil {
 		return nil, l.refuse(ctx, err)
 	}
@@ -418,10 +439,11 @@ func (l *login) readPassword(ctx context.Context) (string, *failure) {
 // client only PostgreSQL's generic PAM failure, as RDS does.
 func (l *login) refuse(ctx context.Context, err error) *failure {
 	result := ResultInternalError
+	reason := err.Error()
 	attrs := []any{}
 	var ae *authn.Error
 	if errors.As(err, &ae) {
-		result = ae.Code
+		result, reason = ae.Code, ae.Detail
 		attrs = append(attrs, "reason", ae.Code, "detail", ae.Detail)
 		if ae.TokenID != "" {
 			attrs = append(attrs, "token_id", ae.TokenID)
@@ -437,7 +459,7 @@ func (l *login) refuse(ctx context.Context, err error) *failure {
 		attrs = append(attrs, "reason", result, "err", err)
 	}
 	l.log.Warn("login refused", attrs...)
-	return &failure{result: result, client: fatal("28P01", fmt.Sprintf("PAM authentication failed for user %q", l.user))}
+	return &failure{result: result, reason: reason, client: fatal("28P01", fmt.Sprintf("PAM authentication failed for user %q", l.user))}
 }
 
 // negotiateVersion is the NegotiateProtocolVersion to send when the client
@@ -459,7 +481,7 @@ func (l *login) negotiateVersion() *pgproto3.NegotiateProtocolVersion {
 func (l *login) unavailable(err error) *failure {
 	l.st.obs.UpstreamDialFailed(l.st.instance.Name)
 	l.log.Error("upstream unavailable", "upstream", l.st.upstream.Address, "err", err)
-	return &failure{result: ResultUpstreamUnavailable, client: fatal("08006",
+	return &failure{result: ResultUpstreamUnavailable, reason: fmt.Sprintf("upstream %s is unavailable: %v", l.st.upstream.Address, err), client: fatal("08006",
 		fmt.Sprintf("iamdb: instance %s: upstream %s is unavailable", l.st.instance.Name, l.st.upstream.Address))}
 }
 

@@ -66,6 +66,26 @@
 // NegotiateProtocolVersion, as a PostgreSQL 15 server would. The relayed
 // password path leaves that negotiation to the upstream.
 //
+// # Audit
+//
+// With Config.Audit set, every login that reached the password step
+// yields one connect event (audit.Conn.ConnectEvent) with the principal,
+// the policy decision, the token id, TLS details and, when refused, the
+// precise reason; the accepted one is written and fsynced before
+// AuthenticationOk reaches the client, and an Emit error (a fail-closed
+// audit log) refuses the login with the generic PAM error. Every session
+// ends with one disconnect event: duration, bytes each way, and who
+// closed it (client, upstream, shutdown).
+//
+// IAM sessions carry the principal's ARN to the upstream in the custom
+// setting iamdb.principal. Sessions under statement audit
+// (Config.Statements) also get " [iamdb:PRINCIPAL]" appended to their
+// application_name (63 bytes at most), and a tap on the client→upstream
+// copy reassembles Query, Parse, Bind and Execute frames from the byte
+// stream — without buffering or delaying it — into one statement event
+// per simple query or execution, queued (audit.Deferred) so that no query
+// waits for the disk.
+//
 // # Implementation notes
 //
 // Every read during the login is an exact, length-prefixed read on the

@@ -237,6 +237,7 @@ type harness struct {
 	t        testing.TB
 	pg       *testdb.PG
 	store    *sqlstore.Store
+	sealer   *identity.Sealer
 	authn    *authn.Authenticator
 	backend  *testBackend
 	inst     *authn.Instance
@@ -290,6 +291,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	if _, err := h.store.CreateAccount(ctx, identity.Account{ID: testAccount}); err != nil {
 		t.Fatal(err)
 	}
+	h.sealer = sealer
 	h.authn = authn.New(h.store, sealer, authn.Options{})
 
 	dir := t.TempDir()

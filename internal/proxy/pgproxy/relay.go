@@ -1,12 +1,33 @@
 package pgproxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/iamdb/iamdb/internal/audit"
 )
+
+// statementTap is the statement audit of a session, or nil when its
+// database user is not under statement audit.
+func (l *login) statementTap() func([]byte) {
+	if !l.st.statements.Enabled(l.user) || l.ac == nil {
+		return nil
+	}
+	ctx := audit.Deferred(context.WithoutCancel(l.srv.baseCtx))
+	withParams := l.st.statements.Parameters
+	t := newStmtTap(withParams, func(st audit.Statement) {
+		if err := l.st.audit.Emit(ctx, l.ac.StatementEvent(st, withParams)); err != nil {
+			l.log.Error("audit event not recorded", "event", audit.NameStatement, "err", err)
+		}
+	}, func(reason string) {
+		l.log.Warn("statement audit stopped for this session", "reason", reason)
+	})
+	return t.feed
+}
 
 // runSession relays bytes both ways until either side closes, then
 // reports the session's end.
@@ -29,12 +50,18 @@ func (s *Server) runSession(l *login, sess *session) {
 			upstream.Close()
 		}
 	}
-	c2u, u2c, err := relay(client, upstream)
+	c2u, u2c, closedBy, err := relay(client, upstream, l.statementTap())
+	if l.cc.wasAborted() {
+		closedBy = audit.ClosedByShutdown
+	}
 
 	d := time.Since(start)
+	// Before the session stops counting as active, so that whoever waits
+	// for sessions to end before closing the audit log finds the event.
+	l.auditDisconnect(time.Since(l.connectedAt), c2u, u2c, closedBy)
 	s.active.Add(-1)
 	l.st.obs.SessionEnded(inst, c2u, u2c, d)
-	attrs := []any{"client_to_upstream", c2u, "upstream_to_client", u2c, "duration", d.Round(time.Millisecond).String()}
+	attrs := []any{"client_to_upstream", c2u, "upstream_to_client", u2c, "duration", d.Round(time.Millisecond).String(), "closed_by", closedBy}
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
@@ -43,12 +70,15 @@ func (s *Server) runSession(l *login, sess *session) {
 
 // relay copies client→upstream and upstream→client concurrently. When
 // either direction ends, both connections are closed so the other
-// direction ends too. It returns the byte counts and the first error that
-// is not just the consequence of that close.
-func relay(client, upstream net.Conn) (clientToUpstream, upstreamToClient int64, err error) {
+// direction ends too. It returns the byte counts, which side ended the
+// session (the direction that stopped first: "client" or "upstream") and
+// the first error that is not just the consequence of that close. tap,
+// if not nil, sees every chunk from the client before it is forwarded.
+func relay(client, upstream net.Conn, tap func([]byte)) (clientToUpstream, upstreamToClient int64, closedBy string, err error) {
 	var once sync.Once
-	closeBoth := func() {
+	closeBoth := func(by string) {
 		once.Do(func() {
+			closedBy = by
 			client.Close()
 			upstream.Close()
 		})
@@ -56,18 +86,18 @@ func relay(client, upstream net.Conn) (clientToUpstream, upstreamToClient int64,
 	errs := make(chan error, 2)
 	go func() {
 		var err error
-		clientToUpstream, err = copyClientToUpstream(upstream, client)
-		closeBoth()
+		clientToUpstream, err = copyClientToUpstream(upstream, client, tap)
+		closeBoth(audit.ClosedByClient)
 		errs <- err
 	}()
 	go func() {
 		var err error
 		upstreamToClient, err = copyUpstreamToClient(client, upstream)
-		closeBoth()
+		closeBoth(audit.ClosedByUpstream)
 		errs <- err
 	}()
 	first, second := <-errs, <-errs
-	return clientToUpstream, upstreamToClient, firstRealErr(first, second)
+	return clientToUpstream, upstreamToClient, closedBy, firstRealErr(first, second)
 }
 
 func firstRealErr(a, b error) error {
@@ -88,15 +118,33 @@ func realErr(err error) bool {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-func copyClientToUpstream(upstream, client net.Conn) (int64, error) {
-	return copyConn(upstream, client)
+func copyClientToUpstream(upstream, client net.Conn, tap func([]byte)) (int64, error) {
+	if tap == nil {
+		return copyConn(upstream, client)
+	}
+	return copyConn(upstream, tapReader{client, tap})
+}
+
+// tapReader shows every chunk read to tap before the relay forwards it,
+// so a statement is audited before the upstream runs it.
+type tapReader struct {
+	net.Conn
+	tap func([]byte)
+}
+
+func (r tapReader) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	if n > 0 {
+		r.tap(p[:n])
+	}
+	return n, err
 }
 
 func copyUpstreamToClient(client, upstream net.Conn) (int64, error) {
 	return copyConn(client, upstream)
 }
 
-func copyConn(dst, src net.Conn) (int64, error) {
+func copyConn(dst io.Writer, src io.Reader) (int64, error) {
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
 	return io.CopyBuffer(dst, src, *buf)

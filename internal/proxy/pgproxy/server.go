@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/iamdb/iamdb/internal/audit"
 	"github.com/iamdb/iamdb/internal/authn"
 	"github.com/iamdb/iamdb/internal/proxy"
 )
@@ -57,6 +58,11 @@ type Config struct {
 	HandshakeTimeout time.Duration // default 10s
 	Logger           *slog.Logger  // default: discard
 	Observer         Observer      // default: NopObserver
+	// Audit records connect, disconnect and statement events; default
+	// audit.Nop. An Emit error on an accepted login refuses it.
+	Audit audit.Emitter
+	// Statements selects the sessions whose statements are audited.
+	Statements audit.StatementPolicy
 }
 
 // settings is an immutable, validated snapshot of Config. Each connection
@@ -72,6 +78,8 @@ type settings struct {
 	handshakeTimeout time.Duration
 	log              *slog.Logger
 	obs              Observer
+	audit            audit.Emitter
+	statements       audit.StatementPolicy
 }
 
 func (c Config) settings() (*settings, error) {
@@ -96,6 +104,8 @@ func (c Config) settings() (*settings, error) {
 		handshakeTimeout: c.HandshakeTimeout,
 		log:              c.Logger,
 		obs:              c.Observer,
+		audit:            c.Audit,
+		statements:       c.Statements,
 	}
 	if st.upstream.TLS != nil {
 		st.upstream.TLS = st.upstream.TLS.Clone()
@@ -116,6 +126,9 @@ func (c Config) settings() (*settings, error) {
 	}
 	if st.obs == nil {
 		st.obs = NopObserver{}
+	}
+	if st.audit == nil {
+		st.audit = audit.Nop{}
 	}
 	st.log = st.log.With("instance", c.Instance.Name)
 	return st, nil
@@ -184,6 +197,9 @@ func (s *Server) Update(cfg Config) {
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = old.obs
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = old.audit
 	}
 	st, err := cfg.settings()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -62,12 +63,20 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 			cfg.RuntimeParams[k] = v // application_name, options, DateStyle, client_encoding …
 		}
 	}
+	if p := l.ac.Principal; p != nil {
+		// Name the principal to the upstream, for its own logs.
+		cfg.RuntimeParams[principalGUC] = p.ARN
+		if l.st.statements.Enabled(l.user) {
+			cfg.RuntimeParams["application_name"] = taggedApplicationName(l.params["application_name"], p)
+		}
+	}
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) {
 			l.log.Warn("upstream refused the login", "code", pgErr.Code, "message", pgErr.Message)
-			return nil, &failure{result: ResultUpstreamRejected, client: upstreamError(pgErr)}
+			return nil, &failure{result: ResultUpstreamRejected, reason: "the upstream refused the login: " + pgErr.Code + " " + pgErr.Message,
+				client: upstreamError(pgErr)}
 		}
 		if l.timedOut(ctx, err) && ctx.Err() != nil {
 			f := l.classify(ctx, err, "upstream login")
@@ -124,6 +133,10 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 		tx = 'I'
 	}
 	msgs = append(msgs, &pgproto3.BackendKeyData{ProcessID: pid, SecretKey: secret}, &pgproto3.ReadyForQuery{TxStatus: tx})
+	if f := l.auditAccepted(ctx, hc.PID); f != nil {
+		hc.Conn.Close()
+		return sess, f
+	}
 	if err := send(l.client, msgs...); err != nil {
 		hc.Conn.Close()
 		f := l.classify(ctx, err, "ready")
@@ -180,6 +193,8 @@ func (l *login) loginPassword(ctx context.Context, startup []byte) (*session, *f
 	if !l.cc.setUpstream(conn) {
 		return nil, &failure{result: ResultClientClosed}
 	}
+	l.passwordStep = true
+	var upstreamPID uint32
 	sess := &session{upstream: conn, release: func() {}}
 	fail := func(f *failure) (*session, *failure) {
 		sess.upstream.Close()
@@ -236,6 +251,7 @@ func (l *login) loginPassword(ctx context.Context, startup []byte) (*session, *f
 			if err := key.Decode(body); err != nil {
 				return fail(l.upstreamProtocol(err.Error()))
 			}
+			upstreamPID = key.ProcessID
 			pid, secret, release, err := l.srv.keys.register(len(key.SecretKey), cancelTarget{
 				upstream: l.st.upstream, pid: key.ProcessID, secret: key.SecretKey, session: l.id})
 			if err != nil {
@@ -250,18 +266,25 @@ func (l *login) loginPassword(ctx context.Context, startup []byte) (*session, *f
 			}
 		case 'E':
 			var e pgproto3.ErrorResponse
+			reason := "the upstream refused the login"
 			if err := e.Decode(body); err == nil {
 				l.log.Warn("upstream refused the relayed password login", "code", e.Code, "message", e.Message)
+				reason += ": " + e.Code + " " + e.Message
 			}
 			if _, err := l.client.Write(out); err != nil {
 				l.log.Debug("relaying the upstream's error", "err", err)
 			}
-			return fail(&failure{result: ResultUpstreamRejected})
+			return fail(&failure{result: ResultUpstreamRejected, reason: reason})
 		case 'S', 'N', 'v':
 			// ParameterStatus, NoticeResponse, NegotiateProtocolVersion.
 		case 'Z':
 			if !authenticated {
 				return fail(l.upstreamProtocol("ReadyForQuery before AuthenticationOk"))
+			}
+			if f := l.auditAccepted(ctx, upstreamPID); f != nil {
+				l.client.SetWriteDeadline(time.Now().Add(time.Second))
+				send(l.client, f.client)
+				return fail(&failure{result: f.result, reason: f.reason})
 			}
 		default:
 			return fail(l.upstreamProtocol(fmt.Sprintf("unexpected message %q during login", typ)))
@@ -311,6 +334,7 @@ func (l *login) loginPasswordCaptured(ctx context.Context) (*session, *failure) 
 		f := l.classify(ctx, err, "password request")
 		return nil, &f
 	}
+	l.passwordStep = true
 	password, f := l.readPassword(ctx)
 	if f != nil {
 		return nil, f
@@ -324,7 +348,7 @@ func (l *login) loginPasswordCaptured(ctx context.Context) (*session, *failure) 
 
 func (l *login) upstreamProtocol(what string) *failure {
 	l.log.Error("upstream protocol violation during login", "detail", what)
-	return &failure{result: ResultProtocolError, client: fatal("08P01",
+	return &failure{result: ResultProtocolError, reason: "upstream protocol violation: " + what, client: fatal("08P01",
 		fmt.Sprintf("iamdb: instance %s: unexpected answer from the upstream during login", l.st.instance.Name))}
 }
 
