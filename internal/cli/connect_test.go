@@ -56,7 +56,10 @@ func TestConnectRefusals(t *testing.T) {
 		code int
 		want string
 	}{
-		{"mysql", []string{"connect", "mysql", "--instance", "orders"}, 1, "not available yet"},
+		{"mysql on a postgres instance", []string{"connect", "mysql", "--instance", "orders", "--user", "app"}, 2, "instance orders is a postgres instance, not mysql"},
+		{"mysql without a mysql instance", []string{"connect", "mysql", "--user", "app"}, 2, "the configuration has 0 mysql instances"},
+		{"mysql no user", []string{"connect", "mysql"}, 2, "--user"},
+		{"mysql stray arg", []string{"connect", "mysql", "--user", "app", "extra"}, 2, "put the mariadb client's arguments after --"},
 		{"unknown client", []string{"connect", "oracle"}, 2, `unknown database client "oracle"`},
 		{"no user", []string{"connect", "postgres", "--instance", "orders"}, 2, "--user"},
 		{"unknown instance", []string{"connect", "postgres", "--instance", "billing", "--user", "app"}, 2, `no instance "billing" in the configuration; instances: orders`},

@@ -19,8 +19,8 @@ func newDBCmd(g *globalFlags) *cobra.Command {
 		Long: `Work on the upstream database of a configured instance, as iamdb's admin
 user (backend_auth.admin_user).
 
-  iamdb db setup --instance NAME    create role rds_iam, as on Amazon RDS
-  iamdb db rotate --instance NAME   give managed users new passwords now`,
+  iamdb db setup --instance NAME    create role rds_iam, as on Amazon RDS (postgres)
+  iamdb db rotate --instance NAME   give managed users new passwords now (postgres, mysql)`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -40,13 +40,20 @@ authentication tokens only:
   CREATE USER app; GRANT rds_iam TO app;
 
 Running it again changes nothing. The instance's iam_users list, when set,
-decides instead of rds_iam membership.`,
+decides instead of rds_iam membership. For a mysql instance (MySQL, MariaDB)
+there is nothing to set up: its iam_users list decides.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			in, err := dbInstance(g, name)
+			in, err := dbInstance(g, name, "postgres")
 			if err != nil {
 				return err
+			}
+			if in.Engine == "mysql" {
+				fmt.Fprintf(cmd.OutOrStdout(), "Instance %s is a mysql instance: there is nothing to set up. MySQL and MariaDB have no rds_iam role;\n"+
+					"the instance's iam_users (%s) decides which database users log in with IAM tokens.\n",
+					in.Name, strings.Join(in.IAMUsers, ", "))
+				return nil
 			}
 			p, closeAll, err := openBackend(ctx, g, in)
 			if err != nil {
@@ -96,14 +103,14 @@ open are not affected; new logins use the new password at once.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			in, err := dbInstance(g, name)
+			in, err := dbInstance(g, name, "")
 			if err != nil {
 				return err
 			}
 			if in.BackendAuth.Mode != "managed" {
 				return fmt.Errorf("instance %s uses backend_auth mode %s: iamdb only sets and rotates passwords in mode managed (in mode secrets, change the database password and the secrets file, then reload iamdb)", in.Name, in.BackendAuth.Mode)
 			}
-			p, closeAll, err := openBackend(ctx, g, in)
+			p, closeAll, err := openRotator(ctx, g, in)
 			if err != nil {
 				return err
 			}
@@ -129,26 +136,61 @@ open are not affected; new logins use the new password at once.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "instance", "", "instance name from the configuration (may be left out when there is one postgres instance)")
+	cmd.Flags().StringVar(&name, "instance", "", "instance name from the configuration (may be left out when there is one instance)")
 	cmd.Flags().StringVar(&user, "user", "", "database user to rotate (default: every user with a managed password)")
 	return cmd
 }
 
-// dbInstance loads the configuration (required) and returns the postgres
-// instance the command works on.
-func dbInstance(g *globalFlags, name string) (*config.Instance, error) {
+// dbInstance loads the configuration (required) and returns the instance
+// the command works on: the named one, else the only one of engine (any
+// engine when engine is "").
+func dbInstance(g *globalFlags, name, engine string) (*config.Instance, error) {
 	cfg, err := g.loadConfig(true)
 	if err != nil {
 		return nil, err
 	}
-	in, err := pickInstance(cfg, name)
+	in, err := pickInstance(cfg, name, engine)
 	if err != nil {
 		return nil, err
 	}
-	if in.Engine != "postgres" {
-		return nil, fmt.Errorf("instance %s is a %s instance: 'iamdb db' works on postgres instances (for MySQL and MariaDB, iam_users decides who is IAM-enabled)", in.Name, in.Engine)
+	switch in.Engine {
+	case "postgres", "mysql":
+		return in, nil
 	}
-	return in, nil
+	return nil, fmt.Errorf("instance %s has engine %q: 'iamdb db' works on postgres and mysql instances", in.Name, in.Engine)
+}
+
+// rotator is what 'iamdb db rotate' needs of a backend.
+type rotator interface {
+	Rotate(ctx context.Context, dbUser string) error
+	RotateAll(ctx context.Context) ([]string, error)
+}
+
+var (
+	_ rotator = (*dbauth.Postgres)(nil)
+	_ rotator = (*dbauth.MySQL)(nil)
+)
+
+// openRotator prepares backend authentication of in, of either engine.
+func openRotator(ctx context.Context, g *globalFlags, in *config.Instance) (rotator, func(), error) {
+	if in.Engine != "mysql" {
+		return openBackend(ctx, g, in)
+	}
+	d, err := g.openDataDir(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := dbauth.NewMySQL(ctx, dbauth.MySQLOptions{
+		Instance: *in,
+		Store:    d.Store,
+		Sealer:   d.Sealer,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		d.Close()
+		return nil, nil, err
+	}
+	return m, func() { m.Close(); d.Close() }, nil
 }
 
 // openBackend opens the data dir and prepares backend authentication of in.
@@ -170,27 +212,31 @@ func openBackend(ctx context.Context, g *globalFlags, in *config.Instance) (*dba
 	return p, func() { p.Close(); d.Close() }, nil
 }
 
-// pickInstance returns the named instance, or the only postgres instance
-// when no name is given.
-func pickInstance(cfg *config.Config, name string) (*config.Instance, error) {
+// pickInstance returns the named instance, or the only instance of engine
+// (of any engine when engine is "") when no name is given.
+func pickInstance(cfg *config.Config, name, engine string) (*config.Instance, error) {
 	if name != "" {
 		return cfg.Instance(name)
 	}
-	var pg []*config.Instance
+	var found []*config.Instance
 	for i := range cfg.Instances {
-		if cfg.Instances[i].Engine == "postgres" {
-			pg = append(pg, &cfg.Instances[i])
+		if engine == "" || cfg.Instances[i].Engine == engine {
+			found = append(found, &cfg.Instances[i])
 		}
 	}
-	if len(pg) == 1 {
-		return pg[0], nil
+	if len(found) == 1 {
+		return found[0], nil
 	}
-	names := make([]string, len(pg))
-	for i, in := range pg {
+	names := make([]string, len(found))
+	for i, in := range found {
 		names[i] = in.Name
 	}
-	if len(pg) == 0 {
-		return nil, usagef("no postgres instance in %s: add one under instances", cfg.Path)
+	kind := engine + " instance"
+	if engine == "" {
+		kind = "instance"
 	}
-	return nil, usagef("--instance is required: %s has several postgres instances (%s)", cfg.Path, strings.Join(names, ", "))
+	if len(found) == 0 {
+		return nil, usagef("no %s in %s: add one under instances", kind, cfg.Path)
+	}
+	return nil, usagef("--instance is required: %s has several %ss (%s)", cfg.Path, kind, strings.Join(names, ", "))
 }

@@ -1,6 +1,6 @@
 // Command iamdb-bench measures what logging in through iamdb costs compared
-// with logging in to PostgreSQL directly and through PgBouncer, and prints
-// one Markdown table. bench/run builds bin/iamdb and runs it; see
+// with logging in to PostgreSQL directly and through PgBouncer, and to
+// MariaDB directly, and prints one Markdown table. bench/run builds bin/iamdb and runs it; see
 // bench/README.md for how to read the numbers.
 //
 // Everything is measured in one run on one machine so that the ratios are
@@ -22,7 +22,12 @@
 // next one starts so that idle pooled server connections do not eat into
 // PostgreSQL's max_connections.
 //
-// Everything the command starts (PostgreSQL, PgBouncer, iamdb serve, temp
+// The MariaDB rows come last, from a throwaway MariaDB and a second iamdb
+// serve with an engine: mysql instance in front of it: new TLS logins per
+// second (go-sql-driver/mysql, the token via mysql_clear_password) and
+// point-SELECT throughput over persistent connections, direct vs iamdb.
+//
+// Everything the command starts (PostgreSQL, MariaDB, PgBouncer, iamdb serve, temp
 // directories) is removed again on exit, on error and on Ctrl-C; children
 // also receive SIGKILL if the command itself is killed. The machine's own
 // PostgreSQL is never used: the database comes from internal/testdb on a

@@ -109,6 +109,8 @@ func run(ctx context.Context, opt options, log *slog.Logger) (*report, error) {
 	rep.add(measureStarted(ctx, "iamdb", opt, log, func(cl *cleanups) (*target, error) {
 		return startIAMDB(ctx, pg, opt, cl, log)
 	}))
+
+	runMariaDB(ctx, rep, opt, log)
 	if ctx.Err() != nil {
 		return rep, fmt.Errorf("interrupted: %w", context.Cause(ctx))
 	}

@@ -32,6 +32,8 @@ type result struct {
 	pgbenchErr error
 	mem        *memStats
 	memErr     error
+	qps        *qpsStats // MariaDB point selects
+	qpsErr     error
 }
 
 type loginStats struct {

@@ -35,10 +35,10 @@ func (r *report) get(target string) *result {
 // login or transaction error. An iamdb without `serve` is not a failure.
 func (r *report) failed() bool {
 	for _, res := range r.results {
-		if res.err != nil || res.loginsErr != nil || res.pgbenchErr != nil || res.memErr != nil {
+		if res.err != nil || res.loginsErr != nil || res.pgbenchErr != nil || res.memErr != nil || res.qpsErr != nil {
 			return true
 		}
-		if (res.logins != nil && res.logins.failed > 0) || (res.pgbench != nil && res.pgbench.failed > 0) {
+		if (res.logins != nil && res.logins.failed > 0) || (res.pgbench != nil && res.pgbench.failed > 0) || (res.qps != nil && res.qps.failed > 0) {
 			return true
 		}
 	}
@@ -56,6 +56,9 @@ type row struct {
 	goal     string
 	goalBase string // "direct PostgreSQL" or "PgBouncer"
 	goalMin  float64
+	// mariadb rows read the MariaDB targets: "direct MariaDB" in the direct
+	// column, "iamdb (MariaDB)" in the iamdb column, nothing for PgBouncer.
+	mariadb bool
 }
 
 func (r *report) write(w io.Writer) {
@@ -115,24 +118,81 @@ func (r *report) write(w io.Writer) {
 			},
 			unit: "%.1f",
 		},
+		{
+			label:   fmt.Sprintf("MariaDB: new TLS logins/s (%d clients)", c),
+			mariadb: true,
+			value: func(res *result) (float64, bool, error) {
+				if res.logins == nil {
+					return 0, true, orNotRun(res.loginsErr)
+				}
+				return res.logins.perSecond(), true, nil
+			},
+			unit: "%.0f", goal: "iamdb ≥ 0.8× direct", goalBase: "direct PostgreSQL", goalMin: 0.8,
+		},
+		{
+			label:   "MariaDB: login errors",
+			mariadb: true,
+			value: func(res *result) (float64, bool, error) {
+				if res.logins == nil {
+					return 0, true, orNotRun(res.loginsErr)
+				}
+				return float64(res.logins.failed), true, nil
+			},
+			unit: "%.0f", noRatio: true, goal: "0 everywhere",
+		},
+		{
+			label:   fmt.Sprintf("MariaDB: point-SELECT QPS (%d persistent clients)", c),
+			mariadb: true,
+			value: func(res *result) (float64, bool, error) {
+				if res.qps == nil {
+					return 0, true, orNotRun(res.qpsErr)
+				}
+				return res.qps.perSecond(), true, nil
+			},
+			unit: "%.0f", goal: "iamdb ≥ 0.85× direct", goalBase: "direct PostgreSQL", goalMin: 0.85,
+		},
+		{
+			label:   "MariaDB: point-SELECT avg latency (ms)",
+			mariadb: true,
+			value: func(res *result) (float64, bool, error) {
+				if res.qps == nil {
+					return 0, true, orNotRun(res.qpsErr)
+				}
+				return res.qps.avgLatencyMS(), true, nil
+			},
+			unit: "%.3f",
+		},
 	}
 
 	fmt.Fprintf(w, "\n## iamdb benchmark\n\n")
 	fmt.Fprintf(w, "Machine: %s\n\n", r.machine)
 	fmt.Fprintf(w, "Run: %d clients, %s per throughput measurement, %d idle connections for memory; TLS on every hop "+
 		"(Go clients: sslmode=require, iamdb verify-full against its CA bundle; pgbench: sslmode=require; "+
-		"PostgreSQL and PgBouncer: scram-sha-256; iamdb: one reused IAM token, then TLS + SCRAM to PostgreSQL).\n\n",
+		"PostgreSQL and PgBouncer: scram-sha-256; iamdb: one reused IAM token, then TLS + SCRAM to PostgreSQL). "+
+		"MariaDB rows: go-sql-driver/mysql over TLS, direct with mysql_native_password, through iamdb with the token "+
+		"(mysql_clear_password) and a managed native password upstream; the direct column is then MariaDB itself.\n\n",
 		c, r.opt.Duration, r.opt.Idle)
-	fmt.Fprintln(w, "| metric | direct PostgreSQL | PgBouncer | iamdb | iamdb/direct | iamdb/PgBouncer | goal |")
+	fmt.Fprintln(w, "| metric | direct (PostgreSQL; MariaDB rows: MariaDB) | PgBouncer | iamdb | iamdb/direct | iamdb/PgBouncer | goal |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|")
+	mariaDirectRes, mariaIAMDBRes := r.get(mariaDirect), r.get(mariaIAMDB)
 	for _, rw := range rows {
 		cells := []string{rw.label}
 		vals := map[string]float64{}
-		for _, res := range []*result{direct, bouncer, iam} {
+		// Values are keyed by column, so the MariaDB rows' ratios and goals
+		// compare MariaDB with MariaDB.
+		cols := []*result{direct, bouncer, iam}
+		if rw.mariadb {
+			cols = []*result{mariaDirectRes, nil, mariaIAMDBRes}
+		}
+		for i, res := range cols {
+			if res == nil {
+				cells = append(cells, "—")
+				continue
+			}
 			cell, v, ok := cellFor(res, rw)
 			cells = append(cells, cell)
 			if ok {
-				vals[res.target] = v
+				vals[[]string{"direct PostgreSQL", "PgBouncer", "iamdb"}[i]] = v
 			}
 		}
 		ratio := func(base string) string {
@@ -161,7 +221,7 @@ func (r *report) write(w io.Writer) {
 		for _, m := range []struct {
 			what string
 			err  error
-		}{{"logins", res.loginsErr}, {"pgbench", res.pgbenchErr}, {"memory", res.memErr}} {
+		}{{"logins", res.loginsErr}, {"pgbench", res.pgbenchErr}, {"memory", res.memErr}, {"point selects", res.qpsErr}} {
 			if m.err != nil {
 				notes = append(notes, fmt.Sprintf("%s %s: %v", res.target, m.what, m.err))
 			}
@@ -169,6 +229,11 @@ func (r *report) write(w io.Writer) {
 		if res.logins != nil {
 			for _, e := range res.logins.errors {
 				notes = append(notes, fmt.Sprintf("%s login error: %s", res.target, e))
+			}
+		}
+		if res.qps != nil {
+			for _, e := range res.qps.errors {
+				notes = append(notes, fmt.Sprintf("%s point-select error: %s", res.target, e))
 			}
 		}
 		if res.pgbench != nil && res.pgbench.failed > 0 {

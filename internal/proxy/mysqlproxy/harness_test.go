@@ -252,6 +252,8 @@ type harness struct {
 	database string
 	storeAge atomic.Int64 // the store's clock runs this many ns behind
 	tlsKey   string       // go-sql-driver TLS configuration name
+	tlsOnce  sync.Once
+	tlsErr   error
 }
 
 type harnessOption func(*Config)
@@ -389,23 +391,29 @@ func (h *harness) sdkToken(endpoint, region, dbUser, keyID, secret, sessionToken
 
 // tlsName registers (once) the driver TLS configuration that trusts the
 // harness's CA and verifies the proxy as localhost.
+// tlsName registers the driver's TLS configuration once; tests call it
+// from many goroutines at a time.
 func (h *harness) tlsName() string {
 	h.t.Helper()
-	if h.tlsKey != "" {
-		return h.tlsKey
+	h.tlsOnce.Do(func() {
+		name := "iamdb-" + strconv.Itoa(h.port)
+		pem, err := os.ReadFile(h.caFile)
+		if err != nil {
+			h.tlsErr = err
+			return
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		if err := mysql.RegisterTLSConfig(name, &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}); err != nil {
+			h.tlsErr = err
+			return
+		}
+		h.tlsKey = name
+	})
+	if h.tlsErr != nil {
+		h.t.Fatal(h.tlsErr)
 	}
-	name := "iamdb-" + strconv.Itoa(h.port)
-	pem, err := os.ReadFile(h.caFile)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	if err := mysql.RegisterTLSConfig(name, &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}); err != nil {
-		h.t.Fatal(err)
-	}
-	h.tlsKey = name
-	return name
+	return h.tlsKey
 }
 
 // driverConfig is a go-sql-driver/mysql configuration for the proxy, over
