@@ -1,11 +1,13 @@
 package pgproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iamdb/iamdb/internal/audit"
@@ -76,17 +78,30 @@ func (s *Server) runSession(l *login, sess *session) {
 // if not nil, sees every chunk from the client before it is forwarded.
 func relay(client, upstream net.Conn, tap func([]byte)) (clientToUpstream, upstreamToClient int64, closedBy string, err error) {
 	var once sync.Once
+	// A client that ends its session sends Terminate, which makes the
+	// upstream close too: whichever EOF the relay sees first, the client
+	// closed the session.
+	var terminated atomic.Bool
 	closeBoth := func(by string) {
 		once.Do(func() {
+			if by == audit.ClosedByUpstream && terminated.Load() {
+				by = audit.ClosedByClient
+			}
 			closedBy = by
 			client.Close()
 			upstream.Close()
 		})
 	}
+	watch := func(chunk []byte) {
+		terminated.Store(bytes.HasSuffix(chunk, terminateMessage))
+		if tap != nil {
+			tap(chunk)
+		}
+	}
 	errs := make(chan error, 2)
 	go func() {
 		var err error
-		clientToUpstream, err = copyClientToUpstream(upstream, client, tap)
+		clientToUpstream, err = copyClientToUpstream(upstream, client, watch)
 		closeBoth(audit.ClosedByClient)
 		errs <- err
 	}()
@@ -99,6 +114,9 @@ func relay(client, upstream net.Conn, tap func([]byte)) (clientToUpstream, upstr
 	first, second := <-errs, <-errs
 	return clientToUpstream, upstreamToClient, closedBy, firstRealErr(first, second)
 }
+
+// terminateMessage is the frontend Terminate message: 'X' and a length of 4.
+var terminateMessage = []byte{'X', 0, 0, 0, 4}
 
 func firstRealErr(a, b error) error {
 	if realErr(a) {

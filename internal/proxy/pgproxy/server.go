@@ -155,6 +155,8 @@ func serverTLS(in *tls.Config) *tls.Config {
 type Server struct {
 	cur  atomic.Pointer[settings]
 	keys *keyRegistry
+	// scram keeps SCRAM keys of upstream logins across sessions.
+	scram *scramCache
 	// dial opens TCP connections to upstreams; tests replace it.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -177,6 +179,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		keys:      newKeyRegistry(),
+		scram:     newSCRAMCache(4096),
 		dial:      (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*clientConn]struct{}{},

@@ -52,28 +52,28 @@ func upstreamTemplate(u Upstream) (*pgconn.Config, error) {
 // the client it is in: AuthenticationOk, the server's ParameterStatus
 // values, iamdb's BackendKeyData and ReadyForQuery.
 func (l *login) connectUpstream(ctx context.Context, password string) (*session, *failure) {
-	cfg := l.st.pgTemplate.Copy()
-	cfg.User, cfg.Database, cfg.Password = l.user, l.database, password
-	cfg.DialFunc = l.srv.dial
-	cfg.RuntimeParams = map[string]string{}
+	params := map[string]string{}
 	for k, v := range l.params {
 		switch {
 		case k == "user" || k == "database" || strings.HasPrefix(k, "_pq_."):
 		default:
-			cfg.RuntimeParams[k] = v // application_name, options, DateStyle, client_encoding …
+			params[k] = v // application_name, options, DateStyle, client_encoding …
 		}
 	}
 	if p := l.ac.Principal; p != nil {
 		// Name the principal to the upstream, for its own logs.
-		cfg.RuntimeParams[principalGUC] = p.ARN
+		params[principalGUC] = p.ARN
 		if l.st.statements.Enabled(l.user) {
-			cfg.RuntimeParams["application_name"] = taggedApplicationName(l.params["application_name"], p)
+			params["application_name"] = taggedApplicationName(l.params["application_name"], p)
 		}
 	}
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	b := &backendLogin{dial: l.dialUpstream, address: l.st.upstream.Address, tls: l.st.upstream.TLS,
+		user: l.user, database: l.database, password: password, params: params, cache: l.srv.scram}
+	hc, err := b.run(ctx)
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
+		var ue *upstreamAuthError
+		if errors.As(err, &ue) {
+			pgErr := ue.pg
 			l.log.Warn("upstream refused the login", "code", pgErr.Code, "message", pgErr.Message)
 			return nil, &failure{result: ResultUpstreamRejected, reason: "the upstream refused the login: " + pgErr.Code + " " + pgErr.Message,
 				client: upstreamError(pgErr)}
@@ -84,40 +84,19 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 		}
 		return nil, l.unavailable(err)
 	}
-	if err := pc.SyncConn(ctx); err != nil {
-		pc.Close(context.Background())
-		return nil, l.unavailable(err)
-	}
-	hc, err := pc.Hijack()
-	if err != nil {
-		pc.Close(context.Background())
-		l.log.Error("taking over the upstream connection", "err", err)
-		f := l.internal(ctx)
-		return nil, &f
-	}
-	if !l.cc.setUpstream(hc.Conn) {
+	if !l.cc.setUpstream(hc.conn) {
+		hc.conn.Close()
 		f := failure{result: ResultClientClosed}
 		return nil, &f
 	}
-	sess := &session{upstream: hc.Conn}
-	// SyncConn leaves the read buffer empty; should the server have sent
-	// something unprompted meanwhile, pass it on after ReadyForQuery.
-	for hc.Frontend.ReadBufferLen() > 0 {
-		msg, err := hc.Frontend.Receive()
-		if err != nil {
-			hc.Conn.Close()
-			return nil, l.unavailable(err)
-		}
-		if sess.pending, err = msg.Encode(sess.pending); err != nil {
-			hc.Conn.Close()
-			return nil, l.unavailable(err)
-		}
-	}
+	// Whatever the server sent unprompted after ReadyForQuery goes to the
+	// client after iamdb's own ReadyForQuery.
+	sess := &session{upstream: hc.conn, pending: hc.pending}
 
-	pid, secret, release, err := l.srv.keys.register(len(hc.SecretKey), cancelTarget{
-		upstream: l.st.upstream, pid: hc.PID, secret: slices.Clone(hc.SecretKey), session: l.id})
+	pid, secret, release, err := l.srv.keys.register(len(hc.secretKey), cancelTarget{
+		upstream: l.st.upstream, pid: hc.pid, secret: slices.Clone(hc.secretKey), session: l.id})
 	if err != nil {
-		hc.Conn.Close()
+		hc.conn.Close()
 		l.log.Error("issuing a cancel key", "err", err)
 		f := l.internal(ctx)
 		return nil, &f
@@ -125,24 +104,36 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 	sess.release = release
 
 	msgs := []pgproto3.BackendMessage{&pgproto3.AuthenticationOk{}}
-	for _, k := range slices.Sorted(maps.Keys(hc.ParameterStatuses)) {
-		msgs = append(msgs, &pgproto3.ParameterStatus{Name: k, Value: hc.ParameterStatuses[k]})
+	for _, k := range slices.Sorted(maps.Keys(hc.params)) {
+		msgs = append(msgs, &pgproto3.ParameterStatus{Name: k, Value: hc.params[k]})
 	}
-	tx := hc.TxStatus
+	tx := hc.txStatus
 	if tx == 0 {
 		tx = 'I'
 	}
 	msgs = append(msgs, &pgproto3.BackendKeyData{ProcessID: pid, SecretKey: secret}, &pgproto3.ReadyForQuery{TxStatus: tx})
-	if f := l.auditAccepted(ctx, hc.PID); f != nil {
-		hc.Conn.Close()
+	if f := l.auditAccepted(ctx, hc.pid); f != nil {
+		hc.conn.Close()
 		return sess, f
 	}
 	if err := send(l.client, msgs...); err != nil {
-		hc.Conn.Close()
+		hc.conn.Close()
 		f := l.classify(ctx, err, "ready")
 		return sess, &f
 	}
 	return sess, nil
+}
+
+// dialUpstream opens the TCP connection of an upstream login within
+// upstream.dial_timeout; the login's own deadline bounds the rest.
+func (l *login) dialUpstream(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := l.st.upstream.DialTimeout
+	if d <= 0 {
+		d = DefaultDialTimeout
+	}
+	dctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return l.srv.dial(dctx, network, addr)
 }
 
 // upstreamError relays the upstream's refusal with its own code and text.
