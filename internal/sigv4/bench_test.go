@@ -2,6 +2,7 @@ package sigv4
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"strings"
 	"testing"
@@ -37,6 +38,28 @@ func BenchmarkVerifyCryptoFloor(b *testing.B) {
 	for b.Loop() {
 		_ = sha256.Sum256(creq)
 		_ = key.sum(sts)
+	}
+}
+
+// BenchmarkVerifyCryptoFloorStdlib is the same floor computed the ordinary
+// way, with crypto/hmac: one SHA-256 of the canonical request and one
+// HMAC-SHA256 of the string to sign, as the benchmark goal states it.
+// BenchmarkVerifyCryptoFloor is the stricter floor: HMAC with the pads
+// precomputed, as the verifier itself does.
+func BenchmarkVerifyCryptoFloorStdlib(b *testing.B) {
+	tok, err := Parse(signTest(b, nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	creq := []byte("GET\n/\n" + canonicalQuery(tok.params) + "\nhost:" + tok.Endpoint + "\n\n" + signedHeaders + "\n" + emptyPayloadHash)
+	sts := []byte(Algorithm + "\n" + tok.rawDate + "\n" + tok.scope() + "\n" + strings.Repeat("0", 64))
+	key := DeriveSigningKey(testSecret, tok.rawDate[:8], tok.Region, Service)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = sha256.Sum256(creq)
+		mac := hmac.New(sha256.New, key)
+		mac.Write(sts)
+		_ = mac.Sum(nil)
 	}
 }
 
