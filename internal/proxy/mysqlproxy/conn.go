@@ -53,7 +53,7 @@ func (cc *clientConn) setUpstream(c net.Conn) bool {
 	return true
 }
 
-func (cc *clientConn) abort() {
+func (cc *clientConn) Abort() {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	cc.aborted = true
@@ -99,7 +99,6 @@ type failure struct {
 }
 
 func (s *Server) serveConn(cc *clientConn) {
-	defer s.untrack(cc)
 	defer cc.raw.Close()
 	st := s.cur.Load()
 	defer func() {
@@ -118,7 +117,7 @@ func (s *Server) handle(cc *clientConn, st *settings) {
 	l.id = sessionID()
 	l.log = st.log.With("session", l.id, "remote", cc.raw.RemoteAddr().String())
 	l.deadline = l.start.Add(st.handshakeTimeout)
-	ctx, cancel := context.WithDeadline(s.baseCtx, l.deadline)
+	ctx, cancel := context.WithDeadline(s.life.Context(), l.deadline)
 	defer cancel()
 	cc.setCancel(cancel)
 	if err := cc.raw.SetDeadline(l.deadline); err != nil {

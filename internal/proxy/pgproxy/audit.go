@@ -68,7 +68,7 @@ func (l *login) auditEnded(f failure) {
 	if l.ac == nil {
 		return
 	}
-	ctx := context.WithoutCancel(l.srv.baseCtx)
+	ctx := context.WithoutCancel(l.srv.life.Context())
 	var e *audit.Event
 	switch {
 	case l.connected:
@@ -93,7 +93,7 @@ func (l *login) auditDisconnect(d time.Duration, c2u, u2c int64, closedBy string
 		return
 	}
 	e := l.ac.DisconnectEvent(d, c2u, u2c, closedBy)
-	if err := l.st.audit.Emit(context.WithoutCancel(l.srv.baseCtx), e); err != nil {
+	if err := l.st.audit.Emit(context.WithoutCancel(l.srv.life.Context()), e); err != nil {
 		l.log.Error("audit event not recorded", "event", e.EventName, "err", err)
 	}
 }

@@ -63,7 +63,7 @@ func (cc *clientConn) wasAborted() bool {
 	return cc.aborted
 }
 
-func (cc *clientConn) abort() {
+func (cc *clientConn) Abort() {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	cc.aborted = true
@@ -118,7 +118,6 @@ type failure struct {
 }
 
 func (s *Server) serveConn(cc *clientConn) {
-	defer s.untrack(cc)
 	defer cc.raw.Close()
 	st := s.cur.Load()
 	defer func() {
@@ -136,7 +135,7 @@ func (s *Server) handle(cc *clientConn, st *settings) {
 	l.id = sessionID()
 	l.log = st.log.With("session", l.id, "remote", cc.raw.RemoteAddr().String())
 	l.deadline = l.start.Add(st.handshakeTimeout)
-	ctx, cancel := context.WithDeadline(s.baseCtx, l.deadline)
+	ctx, cancel := context.WithDeadline(s.life.Context(), l.deadline)
 	defer cancel()
 	cc.setCancel(cancel)
 	if err := cc.raw.SetDeadline(l.deadline); err != nil {

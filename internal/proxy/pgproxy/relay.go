@@ -19,7 +19,7 @@ func (l *login) statementTap() func([]byte) {
 	if !l.st.statements.Enabled(l.user) || l.ac == nil {
 		return nil
 	}
-	ctx := audit.Deferred(context.WithoutCancel(l.srv.baseCtx))
+	ctx := audit.Deferred(context.WithoutCancel(l.srv.life.Context()))
 	withParams := l.st.statements.Parameters
 	t := newStmtTap(withParams, func(st audit.Statement) {
 		if err := l.st.audit.Emit(ctx, l.ac.StatementEvent(st, withParams)); err != nil {

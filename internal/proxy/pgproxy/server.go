@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -160,13 +159,8 @@ type Server struct {
 	// dial opens TCP connections to upstreams; tests replace it.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	baseCtx    context.Context
-	cancelBase context.CancelFunc
-
-	mu        sync.Mutex
-	closing   bool
-	listeners map[net.Listener]struct{}
-	conns     map[*clientConn]struct{}
+	// life accepts, tracks, drains and closes client connections.
+	life *proxy.Lifecycle
 
 	active atomic.Int64
 }
@@ -178,13 +172,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		keys:      newKeyRegistry(),
-		scram:     newSCRAMCache(4096),
-		dial:      (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-		listeners: map[net.Listener]struct{}{},
-		conns:     map[*clientConn]struct{}{},
+		keys:  newKeyRegistry(),
+		scram: newSCRAMCache(4096),
+		dial:  (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 	}
-	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.life = proxy.NewLifecycle("pgproxy", func() *slog.Logger { return s.cur.Load().log })
 	s.cur.Store(st)
 	return s, nil
 }
@@ -218,122 +210,15 @@ func (s *Server) ActiveSessions() int { return int(s.active.Load()) }
 // Serve accepts connections on ln until Shutdown or Close, then returns
 // nil. Any other accept failure that persists is returned.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		ln.Close()
-		return nil
-	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-	}()
-
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return nil
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("pgproxy: accept: %w", err)
-			}
-			// Out of file descriptors and the like: wait and retry rather
-			// than spin or take the listener down.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.cur.Load().log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
+	return s.life.Serve(ln, func(c net.Conn) (proxy.Conn, func()) {
 		cc := &clientConn{raw: c}
-		if !s.track(cc) {
-			c.Close()
-			return nil
-		}
-		go s.serveConn(cc)
-	}
-}
-
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
-func (s *Server) track(cc *clientConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[cc] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(cc *clientConn) {
-	s.mu.Lock()
-	delete(s.conns, cc)
-	s.mu.Unlock()
-}
-
-// stopAccepting closes every listener and refuses new connections.
-func (s *Server) stopAccepting() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-}
-
-// closeConns ends every connection, logging in or relaying.
-func (s *Server) closeConns() {
-	s.mu.Lock()
-	conns := make([]*clientConn, 0, len(s.conns))
-	for cc := range s.conns {
-		conns = append(conns, cc)
-	}
-	s.mu.Unlock()
-	for _, cc := range conns {
-		cc.abort()
-	}
+		return cc, func() { s.serveConn(cc) }
+	})
 }
 
 // Shutdown stops accepting, waits for logins and sessions to end until ctx
 // is done, then closes the remaining ones and returns ctx's error.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopAccepting()
-	// Polling, as net/http does: sessions end at the client's pace, so a
-	// short tick costs nothing and needs no per-connection signalling.
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 0 {
-			s.cancelBase()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			s.cancelBase()
-			s.closeConns()
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.life.Shutdown(ctx) }
 
 // Close stops accepting and closes every connection at once.
-func (s *Server) Close() error {
-	s.stopAccepting()
-	s.cancelBase()
-	s.closeConns()
-	return nil
-}
+func (s *Server) Close() error { return s.life.Close() }
