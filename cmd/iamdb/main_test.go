@@ -69,6 +69,16 @@ func cleanEnv(t *testing.T) []string {
 	return append(env, "AWS_CONFIG_FILE="+empty, "AWS_SHARED_CREDENTIALS_FILE="+empty, "AWS_EC2_METADATA_DISABLED=true")
 }
 
+// tamper changes the last hex digit of a token's signature, always to
+// another digit.
+func tamper(tok string) string {
+	last := byte('0')
+	if tok[len(tok)-1] == '0' {
+		last = '1'
+	}
+	return tok[:len(tok)-1] + string(last)
+}
+
 func must(t *testing.T, r result, args ...string) string {
 	t.Helper()
 	if r.code != 0 {
@@ -199,7 +209,7 @@ func TestIdentityLifecycle(t *testing.T) {
 		{"policy denies bob", strings.TrimSpace(must(t, iamdb(t, append(cfg, alice...), "", tokenArgs("bob")...))), "bob", nil, "AccessDenied (implicitDeny)"},
 		{"explicit deny", tok, "alice", []string{"--database", "production"}, "AccessDenied (explicitDeny)"},
 		{"other endpoint", tok, "alice", []string{"--hostname", "db.example.com", "--resource-id", "db-ORDERS00000000000000000000"}, "EndpointMismatch"},
-		{"tampered", tok[:len(tok)-1] + "0", "alice", nil, "InvalidSignature"},
+		{"tampered", tamper(tok), "alice", nil, "InvalidSignature"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := verify(tc.token, tc.user, tc.extra...)
