@@ -13,6 +13,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -92,7 +93,7 @@ func (p *Postgres) managedPassword(ctx context.Context, st *state, dbUser string
 	if pw, ok, err := p.storedPassword(ctx, st, dbUser); err != nil || ok {
 		return pw, err
 	}
-	unlock, err := p.lockUser(ctx, dbUser)
+	unlock, err := p.locks.lock(ctx, dbUser)
 	if err != nil {
 		return "", fmt.Errorf("instance %s: %w", st.in.Name, err)
 	}
@@ -302,7 +303,7 @@ func (p *Postgres) Rotate(ctx context.Context, dbUser string) error {
 	if err := p.checkIAMUser(ctx, st, dbUser); err != nil {
 		return err
 	}
-	unlock, err := p.lockUser(ctx, dbUser)
+	unlock, err := p.locks.lock(ctx, dbUser)
 	if err != nil {
 		return fmt.Errorf("instance %s: %w", st.in.Name, err)
 	}
@@ -354,31 +355,40 @@ func (p *Postgres) checkRotate(st *state) error {
 	return nil
 }
 
-// userLock serializes password changes of one user within this process;
-// entries are dropped when nobody holds or waits for them.
+// userLock is one user's lock; entries are dropped when nobody holds or
+// waits for them.
 type userLock struct {
 	mu   chan struct{}
 	refs int
 }
 
-// lockUser waits for the lock of dbUser, or until ctx ends (a login's
+// userLocks serializes password changes of one user within this process.
+type userLocks struct {
+	mu sync.Mutex
+	m  map[string]*userLock
+}
+
+// lock waits for the lock of dbUser, or until ctx ends (a login's
 // handshake deadline must bound the wait too).
-func (p *Postgres) lockUser(ctx context.Context, dbUser string) (unlock func(), err error) {
-	p.locksMu.Lock()
-	l := p.locks[dbUser]
+func (u *userLocks) lock(ctx context.Context, dbUser string) (unlock func(), err error) {
+	u.mu.Lock()
+	if u.m == nil {
+		u.m = map[string]*userLock{}
+	}
+	l := u.m[dbUser]
 	if l == nil {
 		l = &userLock{mu: make(chan struct{}, 1)}
-		p.locks[dbUser] = l
+		u.m[dbUser] = l
 	}
 	l.refs++
-	p.locksMu.Unlock()
+	u.mu.Unlock()
 	release := func() {
-		p.locksMu.Lock()
+		u.mu.Lock()
 		l.refs--
 		if l.refs == 0 {
-			delete(p.locks, dbUser)
+			delete(u.m, dbUser)
 		}
-		p.locksMu.Unlock()
+		u.mu.Unlock()
 	}
 	select {
 	case l.mu <- struct{}{}:

@@ -100,8 +100,7 @@ type Postgres struct {
 	cacheMu sync.Mutex
 	cache   map[string]membership
 
-	locksMu sync.Mutex
-	locks   map[string]*userLock
+	locks userLocks // serializes password changes per user
 }
 
 // state is what Reload replaces as a whole.
@@ -141,7 +140,6 @@ func NewPostgres(ctx context.Context, opt PostgresOptions) (*Postgres, error) {
 		ttl:       opt.MembershipTTL,
 		lookupEnv: opt.LookupEnv,
 		cache:     map[string]membership{},
-		locks:     map[string]*userLock{},
 	}
 	if p.now == nil {
 		p.now = time.Now
