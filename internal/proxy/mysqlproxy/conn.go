@@ -13,58 +13,15 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/iamdb/iamdb/internal/authn"
+	"github.com/iamdb/iamdb/internal/proxy"
 )
 
-// clientConn is one accepted connection as the Server tracks it, so that
-// Shutdown and Close can end it whatever phase it is in.
-type clientConn struct {
-	raw net.Conn
-
-	mu       sync.Mutex
-	aborted  bool
-	cancel   context.CancelFunc
-	upstream net.Conn
-}
-
-func (cc *clientConn) setCancel(cancel context.CancelFunc) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	cc.cancel = cancel
-	if cc.aborted {
-		cancel()
-	}
-}
-
-// setUpstream records the upstream connection; false (and the connection
-// closed) when the client connection was aborted meanwhile.
-func (cc *clientConn) setUpstream(c net.Conn) bool {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.aborted {
-		c.Close()
-		return false
-	}
-	cc.upstream = c
-	return true
-}
-
-func (cc *clientConn) Abort() {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	cc.aborted = true
-	if cc.cancel != nil {
-		cc.cancel()
-	}
-	cc.raw.Close()
-	if cc.upstream != nil {
-		cc.upstream.Close()
-	}
-}
+// clientConn is one accepted connection as the Server tracks it.
+type clientConn = proxy.ClientConn
 
 // login is the state of one connection from accept to a ready session.
 type login struct {
@@ -99,7 +56,7 @@ type failure struct {
 }
 
 func (s *Server) serveConn(cc *clientConn) {
-	defer cc.raw.Close()
+	defer cc.Raw.Close()
 	st := s.cur.Load()
 	defer func() {
 		// One broken connection must not take the listener down.
@@ -112,15 +69,15 @@ func (s *Server) serveConn(cc *clientConn) {
 
 // handle runs the login on cc and then relays the session.
 func (s *Server) handle(cc *clientConn, st *settings) {
-	l := &login{srv: s, st: st, cc: cc, client: cc.raw, start: time.Now(), host: remoteIP(cc.raw)}
-	l.pc = &packetConn{rw: cc.raw}
+	l := &login{srv: s, st: st, cc: cc, client: cc.Raw, start: time.Now(), host: remoteIP(cc.Raw)}
+	l.pc = &packetConn{rw: cc.Raw}
 	l.id = sessionID()
-	l.log = st.log.With("session", l.id, "remote", cc.raw.RemoteAddr().String())
+	l.log = st.log.With("session", l.id, "remote", cc.Raw.RemoteAddr().String())
 	l.deadline = l.start.Add(st.handshakeTimeout)
 	ctx, cancel := context.WithDeadline(s.life.Context(), l.deadline)
 	defer cancel()
-	cc.setCancel(cancel)
-	if err := cc.raw.SetDeadline(l.deadline); err != nil {
+	cc.SetCancel(cancel)
+	if err := cc.Raw.SetDeadline(l.deadline); err != nil {
 		l.log.Debug("set handshake deadline", "err", err)
 		return
 	}

@@ -147,7 +147,7 @@ func (l *login) dialUpstream(ctx context.Context) (*upstreamLeg, *failure) {
 		}
 		return nil, l.unavailable(err)
 	}
-	if !l.cc.setUpstream(conn) {
+	if !l.cc.SetUpstream(conn) {
 		return nil, &failure{result: ResultClientClosed}
 	}
 	leg := &upstreamLeg{conn: conn, pc: &packetConn{rw: conn}}
@@ -205,7 +205,7 @@ func (l *login) dialUpstream(ctx context.Context) (*upstreamLeg, *failure) {
 			return fail(l.upstreamIOError(ctx, fmt.Errorf("TLS handshake: %w", err)))
 		}
 		leg.conn, leg.pc.rw, leg.secure = tc, tc, true
-		l.cc.setUpstream(tc)
+		l.cc.SetUpstream(tc)
 	}
 	return leg, nil
 }

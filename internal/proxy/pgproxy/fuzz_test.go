@@ -114,7 +114,7 @@ func FuzzStartup(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := &fuzzConn{t: t, in: data}
-		srv.handle(&clientConn{raw: c}, st)
+		srv.handle(&clientConn{Raw: c}, st)
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if !c.closed {

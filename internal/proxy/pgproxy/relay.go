@@ -53,7 +53,7 @@ func (s *Server) runSession(l *login, sess *session) {
 		}
 	}
 	c2u, u2c, closedBy, err := relay(client, upstream, l.statementTap())
-	if l.cc.wasAborted() {
+	if l.cc.Aborted() {
 		closedBy = audit.ClosedByShutdown
 	}
 

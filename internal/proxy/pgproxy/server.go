@@ -211,7 +211,7 @@ func (s *Server) ActiveSessions() int { return int(s.active.Load()) }
 // nil. Any other accept failure that persists is returned.
 func (s *Server) Serve(ln net.Listener) error {
 	return s.life.Serve(ln, func(c net.Conn) (proxy.Conn, func()) {
-		cc := &clientConn{raw: c}
+		cc := &clientConn{Raw: c}
 		return cc, func() { s.serveConn(cc) }
 	})
 }

@@ -84,7 +84,7 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 		}
 		return nil, l.unavailable(err)
 	}
-	if !l.cc.setUpstream(hc.conn) {
+	if !l.cc.SetUpstream(hc.conn) {
 		hc.conn.Close()
 		f := failure{result: ResultClientClosed}
 		return nil, &f
@@ -181,7 +181,7 @@ func (l *login) loginPassword(ctx context.Context, startup []byte) (*session, *f
 		}
 		return nil, l.unavailable(err)
 	}
-	if !l.cc.setUpstream(conn) {
+	if !l.cc.SetUpstream(conn) {
 		return nil, &failure{result: ResultClientClosed}
 	}
 	l.passwordStep = true
