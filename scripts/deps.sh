@@ -7,7 +7,11 @@
 #   Redis                        redis-server
 #   PgBouncer (benchmarks)       pgbouncer
 #   AWS CLI (acceptance tests)   awscli, unless an `aws` (e.g. pip's) exists
+#   Node.js + npm (interop)      nodejs, npm; then `npm ci` of the JavaScript
+#                                SDK's token generator in internal/interop/testdata/node
 #   tools                        git, make, ca-certificates, openssl
+#
+#   scripts/deps.sh --check      only report what is missing (exit 1 if anything is)
 #
 # The tests start their own throwaway servers from these binaries on free
 # ports (internal/testdb); they never use the services the packages install.
@@ -52,6 +56,36 @@ have_aws() {
 	return 1
 }
 
+check_only=false
+case "${1:-}" in
+--check) check_only=true ;;
+"") ;;
+*)
+	log "unknown argument $1 (use --check to only report what is missing)" >&2
+	exit 2
+	;;
+esac
+
+# The JavaScript SDK's token generator for the interoperability matrix,
+# pinned by package-lock.json, installed into the repository (node_modules
+# is ignored by git). Reinstalled when the lock file changed since.
+node_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/internal/interop/testdata/node"
+node_stamp="$node_dir/node_modules/.package-lock.json"
+have_node_modules() {
+	[[ -f "$node_stamp" && ! "$node_dir/package-lock.json" -nt "$node_stamp" ]]
+}
+install_node_modules() {
+	have_node_modules && return 0
+	log "installing @aws-sdk/rds-signer (npm ci in $node_dir)"
+	local npm_cmd=(npm ci --no-audit --no-fund --loglevel=error)
+	if ((EUID == 0)) && [[ -n "${SUDO_USER:-}" ]]; then
+		# Under sudo, install as the user who asked, who owns the checkout.
+		sudo -u "$SUDO_USER" -H "${npm_cmd[@]}" --prefix "$node_dir"
+	else
+		(cd "$node_dir" && "${npm_cmd[@]}")
+	fi
+}
+
 missing=()
 have_postgres_server || missing+=(postgresql)
 have psql || missing+=(postgresql-client)
@@ -64,8 +98,21 @@ have git || missing+=(git)
 have make || missing+=(make)
 [[ -s /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
 have openssl || missing+=(openssl)
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
+
+if $check_only; then
+	have_node_modules || missing+=("@aws-sdk/rds-signer (npm)")
+	if ((${#missing[@]} == 0)); then
+		log "everything is present"
+		exit 0
+	fi
+	log "missing: ${missing[*]}"
+	exit 1
+fi
 
 if ((${#missing[@]} == 0)); then
+	install_node_modules
 	log "everything is present; nothing to install"
 	exit 0
 fi
@@ -101,3 +148,4 @@ export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
 	apt-get install -y -q --no-install-recommends "${missing[@]}"
 log "installed: ${missing[*]}"
+install_node_modules

@@ -81,6 +81,7 @@ Amazon RDS IAM database authentication does, on any server you run.`,
 		newConnectCmd(g),
 		newSessionCmd(g),
 		newAuditCmd(g),
+		newDemoCmd(),
 	)
 	// Unknown subcommands and stray arguments are usage errors too.
 	root.Args = func(cmd *cobra.Command, args []string) error {
