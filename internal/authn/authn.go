@@ -75,6 +75,10 @@ type Decision struct {
 	Policy     policy.Result
 	TokenID    string    // first 12 hex of SHA-256 of the signature
 	ValidUntil time.Time // the same token may log in again until then
+	// Reused: the token was verified before (signature, key, principal)
+	// and came from the verified-token cache; only the policy was
+	// evaluated for this login.
+	Reused bool
 }
 
 // Options tune an Authenticator.
@@ -82,6 +86,9 @@ type Options struct {
 	Now             func() time.Time
 	ClockSkew       time.Duration
 	RefreshInterval time.Duration // how often the store generation is polled; default 1s
+	// TokenCacheSize bounds the verified-token cache; 0 means
+	// DefaultTokenCacheSize, negative turns the cache off.
+	TokenCacheSize int
 }
 
 // Authenticator decides logins. It is safe for concurrent use.
@@ -97,6 +104,9 @@ type Authenticator struct {
 	keys      map[string]*keyEntry   // access key id → credentials + principal
 	sets      map[string]*policy.Set // principal cache key → parsed policies
 	touched   map[string]time.Time   // access key id → last recorded use
+	tokens    *tokenCache            // verified tokens; see tokencache.go
+	keyLoads  flight[*keyEntry]      // one store read per key id at a time
+	setLoads  flight[*policy.Set]    // one store read per principal at a time
 	checkedAt atomic.Int64           // unix nanos of the last generation poll
 	polling   atomic.Bool
 }
@@ -124,6 +134,11 @@ func New(store Store, opener Opener, opt Options) *Authenticator {
 	if a.refresh <= 0 {
 		a.refresh = time.Second
 	}
+	size := opt.TokenCacheSize
+	if size == 0 {
+		size = DefaultTokenCacheSize
+	}
+	a.tokens = newTokenCache(size)
 	a.verifier = sigv4.NewVerifier(sigv4.KeyLookupFunc(a.lookupKey), sigv4.Options{Now: a.now, ClockSkew: opt.ClockSkew})
 	return a
 }
@@ -140,6 +155,7 @@ func (a *Authenticator) Invalidate() {
 	a.keys = map[string]*keyEntry{}
 	a.sets = map[string]*policy.Set{}
 	a.mu.Unlock()
+	a.tokens.reset()
 }
 
 // Authenticate verifies req's token and authorizes rds-db:connect. On
@@ -149,25 +165,34 @@ func (a *Authenticator) Authenticate(ctx context.Context, req Request) (*Decisio
 		return nil, errors.New("authn: request without instance")
 	}
 	a.maybeRefresh(ctx)
-	target := sigv4.Target{Region: req.Instance.Region, Endpoints: req.Instance.Endpoints, DBUser: req.DBUser}
-	v, err := a.verifier.Verify(ctx, req.Token, target)
-	if err != nil {
-		return nil, tokenError(err)
+	key := tokenKey(req)
+	e, reused := a.tokens.get(key, a.now())
+	if !reused {
+		epoch := a.tokens.currentEpoch()
+		target := sigv4.Target{Region: req.Instance.Region, Endpoints: req.Instance.Endpoints, DBUser: req.DBUser}
+		v, err := a.verifier.Verify(ctx, req.Token, target)
+		if err != nil {
+			return nil, tokenError(err)
+		}
+		p, _ := v.Owner.(*Principal)
+		if p == nil {
+			return nil, &Error{Code: CodeInternal, Detail: "verified key has no principal"}
+		}
+		e = tokenEntry{principal: p, tokenID: v.Token.ID(), keyID: v.Token.AccessKeyID, until: v.ValidUntil}
+		a.tokens.put(key, e, epoch, a.now())
 	}
-	p, _ := v.Owner.(*Principal)
-	if p == nil {
-		return nil, &Error{Code: CodeInternal, Detail: "verified key has no principal"}
-	}
+	// Policy is evaluated on every login, cached token or not: conditions
+	// such as aws:SourceIp and aws:CurrentTime belong to this login.
 	resource := req.Instance.ResourceARN(req.DBUser)
-	res, err := a.authorize(ctx, p, resource, req)
+	res, err := a.authorize(ctx, e.principal, resource, req)
 	if err != nil {
 		return nil, err
 	}
 	if res.Decision != policy.Allowed {
-		return nil, &Error{Code: CodeAccessDenied, Detail: res.Explanation, Principal: p, Policy: &res, TokenID: v.Token.ID()}
+		return nil, &Error{Code: CodeAccessDenied, Detail: res.Explanation, Principal: e.principal, Policy: &res, TokenID: e.tokenID}
 	}
-	a.touch(ctx, v.Token.AccessKeyID)
-	return &Decision{Principal: p, Resource: resource, Policy: res, TokenID: v.Token.ID(), ValidUntil: v.ValidUntil}, nil
+	a.touch(ctx, e.keyID)
+	return &Decision{Principal: e.principal, Resource: resource, Policy: res, TokenID: e.tokenID, ValidUntil: e.until, Reused: reused}, nil
 }
 
 func (a *Authenticator) authorize(ctx context.Context, p *Principal, resource string, req Request) (policy.Result, error) {
@@ -226,12 +251,16 @@ func (a *Authenticator) maybeRefresh(ctx context.Context) {
 	}
 	a.checkedAt.Store(now)
 	a.mu.Lock()
-	if gen != a.gen {
+	changed := gen != a.gen
+	if changed {
 		a.gen = gen
 		a.keys = map[string]*keyEntry{}
 		a.sets = map[string]*policy.Set{}
 	}
 	a.mu.Unlock()
+	if changed {
+		a.tokens.reset()
+	}
 }
 
 // lookupKey is the sigv4 key lookup: cached credentials and the principal
@@ -243,13 +272,19 @@ func (a *Authenticator) lookupKey(ctx context.Context, id string) (sigv4.Credent
 	if e != nil {
 		return e.creds, nil
 	}
-	e, err := a.loadKey(ctx, id)
+	e, err := a.keyLoads.do(ctx, id, func() (*keyEntry, error) {
+		e, err := a.loadKey(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		a.keys[id] = e
+		a.mu.Unlock()
+		return e, nil
+	})
 	if err != nil {
 		return sigv4.Credentials{}, err
 	}
-	a.mu.Lock()
-	a.keys[id] = e
-	a.mu.Unlock()
 	return e.creds, nil
 }
 
@@ -349,14 +384,16 @@ func (a *Authenticator) policySet(ctx context.Context, p *Principal) (*policy.Se
 	if set != nil {
 		return set, nil
 	}
-	set, err := LoadPolicySet(ctx, a.store, p)
-	if err != nil {
-		return nil, err
-	}
-	a.mu.Lock()
-	a.sets[key] = set
-	a.mu.Unlock()
-	return set, nil
+	return a.setLoads.do(ctx, key, func() (*policy.Set, error) {
+		set, err := LoadPolicySet(ctx, a.store, p)
+		if err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		a.sets[key] = set
+		a.mu.Unlock()
+		return set, nil
+	})
 }
 
 // LoadPolicySet reads and parses every policy that applies to p: identity

@@ -23,4 +23,14 @@
 // and drops the whole cache when it moved. So a key deactivated or a policy
 // changed by another process sharing the store takes effect within about a
 // second, and writes made through Invalidate take effect at once.
+// Concurrent logins that miss the cache for one key or principal wait for
+// a single store read rather than each making their own.
+//
+// Verified tokens are cached too (tokencache.go), by a hash of the token
+// and of what it was verified for (instance, endpoints, database user),
+// until the token or its temporary credentials expire, and dropped with
+// the rest of the cache. A client reusing one token for many connections
+// pays for its signature once; Decision.Reused says so. The policy is
+// still evaluated on every login, with that login's context (source
+// address, time), so conditions keep applying to each connection.
 package authn

@@ -23,6 +23,29 @@ type Backend interface {
 	Password(ctx context.Context, dbUser string) (string, error)
 }
 
+// Admission is admission control for one instance (spec: proxy.md,
+// "Admission control"); *admission.Controller implements it. A listener
+// without one (nil) admits everything. Every error it returns is a
+// refusal: its message names the limit, is fit for the client, and goes
+// into the engine's "too many connections" error (PostgreSQL 53300, MySQL
+// 1040) and the audit event (errorCode Throttled).
+type Admission interface {
+	// Screen refuses a source address blocked after failed logins.
+	// Called first, before any TLS work.
+	Screen(ctx context.Context, ip string) error
+	// Admit takes a connection slot for dbUser (max_connections,
+	// max_connections_per_user; refused while ip backs off after failed
+	// logins) once the user is known, before the token is asked for.
+	// release gives it back when the connection ends.
+	Admit(ctx context.Context, ip, dbUser string) (release func(), err error)
+	// AdmitLogin applies the login rates to a verified token, before
+	// any upstream work; a token admitted before is free.
+	AdmitLogin(ctx context.Context, ip string, d *authn.Decision) error
+	// LoginFailed counts a refused token against its source address; a
+	// non-empty result describes the block this failure started.
+	LoginFailed(ctx context.Context, ip string) (block string)
+}
+
 // Upstream is the real database server behind a listener.
 type Upstream struct {
 	Address     string      // host:port
@@ -62,6 +85,7 @@ const (
 	ResultClientClosed        = "ClientClosed"        // the client went away during the login
 	ResultProtocolError       = "ProtocolError"       // malformed or unexpected client or upstream messages
 	ResultInternalError       = "InternalError"       // Backend failure or a bug; details in the log
+	ResultThrottled           = "Throttled"           // refused by admission control (limits, failed-login block)
 )
 
 // Defaults for zero durations in listener configurations.
