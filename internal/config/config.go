@@ -31,6 +31,10 @@ type Config struct {
 	// DrainTimeout is how long SIGTERM waits for sessions to finish before
 	// closing them.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// RedisFailure is what limits do while Redis cannot be reached:
+	// local (each replica enforces them in memory) or refuse (new
+	// connections are refused).
+	RedisFailure string `yaml:"redis_failure"`
 
 	// Path is the file the configuration was loaded from ("" if none).
 	Path string `yaml:"-"`
@@ -70,6 +74,7 @@ type Instance struct {
 	Endpoints   []string    `yaml:"endpoints"`
 	TLS         *ServerTLS  `yaml:"tls"`
 	Upstream    Upstream    `yaml:"upstream"`
+	Pool        Pool        `yaml:"pool"`
 	BackendAuth BackendAuth `yaml:"backend_auth"`
 	IAMUsers    []string    `yaml:"iam_users"`
 	Limits      Limits      `yaml:"limits"`
@@ -182,11 +187,103 @@ type BackendAuth struct {
 	RotateEvery Duration `yaml:"rotate_every"`
 }
 
+// Pool is the reuse of upstream sessions by IAM logins (both engines): a
+// session whose client ended cleanly is reset and kept
+// for the next login of the same principal, database user, database and
+// startup parameters.
+type Pool struct {
+	// Enabled false makes every IAM login open its own upstream session;
+	// default true.
+	Enabled *bool `yaml:"enabled"`
+	// MaxIdle bounds the idle upstream sessions kept by the instance,
+	// MaxIdlePerKey those of one user, database and parameter set.
+	MaxIdle       int `yaml:"max_idle"`
+	MaxIdlePerKey int `yaml:"max_idle_per_key"`
+	// IdleTimeout closes a session idle this long; MaxLifetime one this
+	// old.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	MaxLifetime Duration `yaml:"max_lifetime"`
+}
+
+// Defaults of an instance's pool.
+const (
+	DefaultPoolMaxIdle       = 20
+	DefaultPoolMaxIdlePerKey = 10
+	DefaultPoolIdleTimeout   = Duration(60 * time.Second)
+	DefaultPoolMaxLifetime   = Duration(time.Hour)
+	maxPoolIdle              = 10_000
+)
+
+// On reports whether upstream sessions are reused.
+func (p Pool) On() bool { return p.Enabled == nil || *p.Enabled }
+
+func (p *Pool) applyDefaults() {
+	if p.Enabled == nil {
+		on := true
+		p.Enabled = &on
+	}
+	if p.MaxIdle == 0 {
+		p.MaxIdle = DefaultPoolMaxIdle
+	}
+	if p.MaxIdlePerKey == 0 {
+		p.MaxIdlePerKey = min(DefaultPoolMaxIdlePerKey, p.MaxIdle)
+	}
+	if p.IdleTimeout == 0 {
+		p.IdleTimeout = DefaultPoolIdleTimeout
+	}
+	if p.MaxLifetime == 0 {
+		p.MaxLifetime = DefaultPoolMaxLifetime
+	}
+}
+
+// check reports the problems of p to add, by key under pool.
+func (p Pool) check(add func(key, format string, args ...any)) {
+	if p.MaxIdle < 0 || p.MaxIdle > maxPoolIdle {
+		add("max_idle", "%d: use 1 to %d idle upstream sessions (each is a connection the database counts against max_connections)", p.MaxIdle, maxPoolIdle)
+	}
+	if p.MaxIdlePerKey < 0 || (p.MaxIdle > 0 && p.MaxIdlePerKey > p.MaxIdle) {
+		add("max_idle_per_key", "%d: use 1 to max_idle (%d)", p.MaxIdlePerKey, p.MaxIdle)
+	}
+	if p.IdleTimeout < 0 {
+		add("idle_timeout", "cannot be negative")
+	}
+	if p.MaxLifetime < 0 {
+		add("max_lifetime", "cannot be negative")
+	}
+}
+
 // Limits is admission control for one instance.
 type Limits struct {
-	NewLoginsPerSecond  int `yaml:"new_logins_per_second"`
-	PrincipalsPerSecond int `yaml:"principals_per_second"`
-	MaxConnections      int `yaml:"max_connections"`
+	// Enabled false switches admission control off for the instance
+	// (benchmarks compare on and off); default true.
+	Enabled             *bool `yaml:"enabled"`
+	NewLoginsPerSecond  int   `yaml:"new_logins_per_second"`
+	PrincipalsPerSecond int   `yaml:"principals_per_second"`
+	// NewLoginsPerPrincipalPerSecond limits the distinct tokens one
+	// principal logs in with per second; 0 (default) is no limit.
+	NewLoginsPerPrincipalPerSecond int `yaml:"new_logins_per_principal_per_second"`
+	MaxConnections                 int `yaml:"max_connections"`
+	// MaxConnectionsPerUser caps the client connections as one database
+	// user; 0 (default) is no cap.
+	MaxConnectionsPerUser int          `yaml:"max_connections_per_user"`
+	FailedLogins          FailedLogins `yaml:"failed_logins"`
+}
+
+// On reports whether admission control is enabled.
+func (l Limits) On() bool { return l.Enabled == nil || *l.Enabled }
+
+// FailedLogins is the protection against repeated failed logins from one
+// source address: back-off, then a temporary block.
+type FailedLogins struct {
+	// BlockAfter failures block the address for BlockFor; 0 never blocks.
+	BlockAfter *int     `yaml:"block_after"`
+	BlockFor   Duration `yaml:"block_for"`
+	// Window: failures are forgotten after this long without one.
+	Window Duration `yaml:"window"`
+	// BackoffAfter failures make the address wait Backoff before its next
+	// attempt, doubling with each further failure; 0 is no back-off.
+	BackoffAfter *int     `yaml:"backoff_after"`
+	Backoff      Duration `yaml:"backoff"`
 }
 
 // Defaults for keys left out of the file.
@@ -199,6 +296,12 @@ const (
 	DefaultNewLoginsPerSecond  = 200
 	DefaultPrincipalsPerSecond = 20
 	DefaultMaxConnections      = 1000
+	DefaultRedisFailure        = "local"
+	DefaultFailedLoginsBlock   = 10
+	DefaultFailedLoginsBackoff = 3
+	DefaultBlockFor            = Duration(5 * time.Minute)
+	DefaultFailureWindow       = Duration(10 * time.Minute)
+	DefaultBackoff             = Duration(time.Second)
 	DefaultDrainTimeout        = Duration(30 * time.Second)
 	DefaultHandshakeTimeout    = Duration(10 * time.Second)
 	DefaultDialTimeout         = Duration(5 * time.Second)
@@ -377,6 +480,9 @@ func (c *Config) applyDefaults() {
 	if c.Audit.MaxSize == 0 {
 		c.Audit.MaxSize = DefaultAuditMaxSize
 	}
+	if c.RedisFailure == "" {
+		c.RedisFailure = DefaultRedisFailure
+	}
 	for i := range c.Instances {
 		in := &c.Instances[i]
 		if in.Region == "" {
@@ -400,6 +506,7 @@ func (c *Config) applyDefaults() {
 		if in.Limits.MaxConnections == 0 {
 			in.Limits.MaxConnections = DefaultMaxConnections
 		}
+		in.Limits.FailedLogins.applyDefaults()
 		if in.HandshakeTimeout == 0 {
 			in.HandshakeTimeout = DefaultHandshakeTimeout
 		}
@@ -409,6 +516,7 @@ func (c *Config) applyDefaults() {
 		if in.BackendAuth.RotateEvery == 0 {
 			in.BackendAuth.RotateEvery = DefaultRotateEvery
 		}
+		in.Pool.applyDefaults()
 	}
 }
 
@@ -467,6 +575,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") {
 		add("redis", "must be a redis:// or rediss:// URL")
+	}
+	switch c.RedisFailure {
+	case "", "local", "refuse":
+	default:
+		add("redis_failure", "%q: use local (enforce limits per replica while Redis is unreachable) or refuse (refuse new connections)", c.RedisFailure)
 	}
 	checkHostPort := func(key, v string) {
 		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
@@ -567,12 +680,18 @@ func (c *Config) Validate() error {
 				add(fmt.Sprintf("instances[%d].audit_statements[%d]", i, j), "%q is not a valid name or pattern", p)
 			}
 		}
+		in.Pool.check(func(key, format string, args ...any) { add(k("pool."+key), format, args...) })
 		if in.HandshakeTimeout < 0 || in.Upstream.DialTimeout < 0 || in.BackendAuth.RotateEvery < 0 {
 			add(k("handshake_timeout"), "timeouts and intervals cannot be negative")
 		}
 		l := in.Limits
-		if l.NewLoginsPerSecond < 0 || l.PrincipalsPerSecond < 0 || l.MaxConnections < 0 {
+		if l.NewLoginsPerSecond < 0 || l.PrincipalsPerSecond < 0 || l.MaxConnections < 0 ||
+			l.NewLoginsPerPrincipalPerSecond < 0 || l.MaxConnectionsPerUser < 0 {
 			add(k("limits"), "limits cannot be negative")
+		}
+		if fl := l.FailedLogins; (fl.BlockAfter != nil && *fl.BlockAfter < 0) || (fl.BackoffAfter != nil && *fl.BackoffAfter < 0) ||
+			fl.BlockFor < 0 || fl.Window < 0 || fl.Backoff < 0 {
+			add(k("limits.failed_logins"), "counts and durations cannot be negative (0 switches block_after or backoff_after off)")
 		}
 	}
 	if len(probs) > 0 {
@@ -603,4 +722,24 @@ func (in *Instance) IsIAMUser(dbUser string) bool {
 		}
 	}
 	return false
+}
+
+func (f *FailedLogins) applyDefaults() {
+	if f.BlockAfter == nil {
+		n := DefaultFailedLoginsBlock
+		f.BlockAfter = &n
+	}
+	if f.BackoffAfter == nil {
+		n := DefaultFailedLoginsBackoff
+		f.BackoffAfter = &n
+	}
+	if f.BlockFor == 0 {
+		f.BlockFor = DefaultBlockFor
+	}
+	if f.Window == 0 {
+		f.Window = DefaultFailureWindow
+	}
+	if f.Backoff == 0 {
+		f.Backoff = DefaultBackoff
+	}
 }

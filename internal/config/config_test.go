@@ -194,3 +194,54 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestPoolSettings(t *testing.T) {
+	const inst = "instances:\n  - {name: a, engine: postgres, resource_id: db-A, listen: 127.0.0.1:1, upstream: {address: 127.0.0.1:2}, backend_auth: {mode: trust}%s}\n"
+	def, err := Parse([]byte(fmt.Sprintf(inst, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := def.Instances[0].Pool; !p.On() || p.MaxIdle != DefaultPoolMaxIdle || p.MaxIdlePerKey != DefaultPoolMaxIdlePerKey ||
+		p.IdleTimeout != DefaultPoolIdleTimeout || p.MaxLifetime != DefaultPoolMaxLifetime {
+		t.Errorf("pool defaults: %+v", p)
+	}
+	set, err := Parse([]byte(fmt.Sprintf(inst, ", pool: {enabled: false, max_idle: 4, idle_timeout: 5s, max_lifetime: 10m}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := set.Instances[0].Pool; p.On() || p.MaxIdle != 4 || p.MaxIdlePerKey != 4 || p.IdleTimeout.D() != 5*time.Second || p.MaxLifetime.D() != 10*time.Minute {
+		t.Errorf("pool settings: %+v", p)
+	}
+
+	for _, tc := range []struct {
+		name, pool string
+		want       []string
+	}{
+		{"unknown key", "{max_idel: 3}", []string{"unknown key max_idel"}},
+		{"wrong type", "{enabled: sometimes}", []string{"wrong type"}},
+		{"negative max_idle", "{max_idle: -1}", []string{"instances[0].pool.max_idle", "use 1 to"}},
+		{"per key above max_idle", "{max_idle: 5, max_idle_per_key: 6}", []string{"instances[0].pool.max_idle_per_key", "max_idle (5)"}},
+		{"negative idle_timeout", "{idle_timeout: -1s}", []string{"instances[0].pool.idle_timeout", "negative"}},
+		{"negative max_lifetime", "{max_lifetime: -1s}", []string{"instances[0].pool.max_lifetime", "negative"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(fmt.Sprintf(inst, ", pool: "+tc.pool)))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+	mysql := "instances:\n  - {name: m, engine: mysql, iam_users: [app], resource_id: db-A, listen: 127.0.0.1:1, upstream: {address: 127.0.0.1:2}, backend_auth: {mode: trust}, pool: {max_idle: 3}}\n"
+	c, err := Parse([]byte(mysql))
+	if err != nil {
+		t.Fatalf("pool on a mysql instance: %v", err)
+	}
+	if p := c.Instances[0].Pool; p.MaxIdle != 3 || !p.On() {
+		t.Errorf("mysql pool = %+v, want max_idle 3 and on", p)
+	}
+}

@@ -12,6 +12,15 @@
 //	         ──SessionStarted / SessionEnded───────▶ iamdb_active_sessions{instance}
 //	                                                 iamdb_bytes_relayed_total{instance,direction}
 //	         ──UpstreamDialFailed──────────────────▶ iamdb_upstream_dial_errors_total{instance}
+//	         ──UpstreamPoolIdle(instance, n)───────▶ iamdb_upstream_pool_idle_sessions{instance}
+//	         ──UpstreamSessionReused───────────────▶ iamdb_upstream_pool_reused_total{instance}
+//
+// Admission control reports through hooks the server wires in:
+//
+//	admission ──Throttled(instance, limit)─────────▶ iamdb_admission_throttled_total{instance,limit}
+//	          ──AddAdmission(instance, blocked)────▶ iamdb_admission_blocked_addresses{instance}
+//	          ──RedisFallback(bool)────────────────▶ iamdb_admission_redis_fallback
+//	authn     ──AddTokenCache(hits, misses)────────▶ iamdb_token_cache_hits_total, iamdb_token_cache_misses_total
 //
 // plus the standard go_* and process_* collectors. Result labels are short
 // codes ("ok", "ExpiredToken", "AccessDenied", "TLSRequired" …), never a

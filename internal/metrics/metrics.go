@@ -30,6 +30,11 @@ type Metrics struct {
 	bytes     *prometheus.CounterVec
 	dialErrs  *prometheus.CounterVec
 	stsCalls  *prometheus.CounterVec
+	adm       *admissionMetrics // admission.go
+
+	// Upstream session pool of the listeners (both engines).
+	poolIdle   *prometheus.GaugeVec
+	poolReused *prometheus.CounterVec
 }
 
 // New returns collectors registered in a fresh registry, with the Go runtime
@@ -71,6 +76,16 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.poolIdle = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "iamdb_upstream_pool_idle_sessions",
+		Help: "Idle upstream sessions kept for IAM logins to reuse.",
+	}, []string{"instance"})
+	m.poolReused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "iamdb_upstream_pool_reused_total",
+		Help: "IAM logins served by an idle upstream session instead of a new upstream login.",
+	}, []string{"instance"})
+	m.reg.MustRegister(m.poolIdle, m.poolReused)
+	m.adm = newAdmissionMetrics(m.reg)
 	return m
 }
 
@@ -130,4 +145,15 @@ func (m *Metrics) STSCall(action, result string) {
 		action = "unknown"
 	}
 	m.stsCalls.WithLabelValues(action, result).Inc()
+}
+
+// UpstreamPoolIdle records how many idle upstream sessions an instance
+// holds.
+func (m *Metrics) UpstreamPoolIdle(instance string, idle int) {
+	m.poolIdle.WithLabelValues(instance).Set(float64(idle))
+}
+
+// UpstreamSessionReused counts a login served by an idle upstream session.
+func (m *Metrics) UpstreamSessionReused(instance string) {
+	m.poolReused.WithLabelValues(instance).Inc()
 }

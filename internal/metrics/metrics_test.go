@@ -79,3 +79,24 @@ func TestRegistriesAreIndependent(t *testing.T) {
 		t.Fatalf("second Metrics sees the first one's events:\n%s", text)
 	}
 }
+
+// TestUpstreamPool: the pool's idle gauge follows the last report and
+// reuses are counted per instance.
+func TestUpstreamPool(t *testing.T) {
+	m := New()
+	m.UpstreamPoolIdle("orders", 3)
+	m.UpstreamPoolIdle("orders", 2)
+	m.UpstreamSessionReused("orders")
+	m.UpstreamSessionReused("orders")
+	m.UpstreamSessionReused("billing")
+	text := scrape(t, m)
+	for _, want := range []string{
+		`iamdb_upstream_pool_idle_sessions{instance="orders"} 2`,
+		`iamdb_upstream_pool_reused_total{instance="orders"} 2`,
+		`iamdb_upstream_pool_reused_total{instance="billing"} 1`,
+	} {
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+}

@@ -23,6 +23,7 @@ func (s *server) reload(ctx context.Context) {
 		next = cfg
 	}
 	next = s.keepUnreloadable(next)
+	s.reloadAdmission(next)
 
 	if err := s.ensureServerCert(next); err != nil {
 		s.log.Error("server certificate not renewed", "err", err)
@@ -57,6 +58,11 @@ func (s *server) reload(ctx context.Context) {
 			continue
 		}
 		l.update(pc)
+		if fp, ok := l.proxy.(interface{ FlushPool() }); ok && in.BackendAuth != l.inst.BackendAuth {
+			// Idle upstream sessions were opened under the previous backend
+			// login settings.
+			fp.FlushPool()
+		}
 		l.inst, l.cert = in, cert
 		l.log.Info("instance reloaded", "endpoints", in.Endpoints, "upstream", in.Upstream.Address)
 	}
@@ -86,6 +92,11 @@ func (s *server) keepUnreloadable(next *config.Config) *config.Config {
 	if next.Metrics.Listen != cur.Metrics.Listen {
 		restart("metrics.listen", cur.Metrics.Listen, next.Metrics.Listen)
 		out.Metrics = cur.Metrics
+	}
+	if next.Redis != cur.Redis {
+		// The URL may hold a password: name the setting, not the values.
+		restart("redis", "(previous)", "(changed)")
+		out.Redis = cur.Redis
 	}
 	if next.Partition != cur.Partition {
 		restart("partition", cur.Partition, next.Partition)

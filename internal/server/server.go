@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iamdb/iamdb/internal/admission"
 	"github.com/iamdb/iamdb/internal/audit"
 	"github.com/iamdb/iamdb/internal/authn"
 	"github.com/iamdb/iamdb/internal/config"
@@ -33,6 +34,12 @@ var (
 	_ backend             = (*dbauth.MySQL)(nil)
 	_ engineListener      = (*pgproxy.Server)(nil)
 	_ engineListener      = (*mysqlproxy.Server)(nil)
+)
+
+// The metrics follow both listeners' upstream session pools.
+var (
+	_ pgproxy.PoolObserver    = (*metrics.Metrics)(nil)
+	_ mysqlproxy.PoolObserver = (*metrics.Metrics)(nil)
 )
 
 // engineListener is what Run needs of a wire-protocol listener; pgproxy
@@ -85,6 +92,11 @@ type server struct {
 	authn   *authn.Authenticator
 	metrics *metrics.Metrics
 	audit   *audit.FileSink // every producer's audit log (audit.go)
+
+	// Admission control (admission.go): a controller per instance, and
+	// the Redis connection they share when redis: is set.
+	admission map[string]*admission.Controller
+	shared    *admission.Shared
 
 	http   *http.Server
 	httpLn net.Listener
@@ -168,6 +180,9 @@ func start(ctx context.Context, opt Options) (_ *server, err error) {
 	}
 	s.authn = authn.New(s.dir.Store, s.dir.Sealer, authn.Options{})
 	if err := s.openAudit(); err != nil {
+		return nil, err
+	}
+	if err := s.openAdmission(); err != nil {
 		return nil, err
 	}
 
@@ -282,13 +297,16 @@ type listenerConfig struct {
 	Observer         proxy.Observer
 	Audit            audit.Emitter
 	Statements       audit.StatementPolicy
+	Admission        proxy.Admission
+	Pool             pgproxy.Pool // mysqlproxy.Pool has the same fields
 }
 
 func (c listenerConfig) postgres() pgproxy.Config {
 	return pgproxy.Config{
 		Instance: c.Instance, TLS: c.TLS, Authenticator: c.Authenticator, Backend: c.Backend,
 		Upstream: c.Upstream, HandshakeTimeout: c.HandshakeTimeout, Logger: c.Logger, Observer: c.Observer,
-		Audit: c.Audit, Statements: c.Statements,
+		Audit: c.Audit, Statements: c.Statements, Pool: c.Pool,
+		Admission: c.Admission,
 	}
 }
 
@@ -296,6 +314,8 @@ func (c listenerConfig) mysql() mysqlproxy.Config {
 	return mysqlproxy.Config{
 		Instance: c.Instance, TLS: c.TLS, Authenticator: c.Authenticator, Backend: c.Backend,
 		Upstream: c.Upstream, HandshakeTimeout: c.HandshakeTimeout, Logger: c.Logger, Observer: c.Observer,
+		Audit: c.Audit, Statements: c.Statements, Pool: mysqlproxy.Pool(c.Pool),
+		Admission: c.Admission,
 	}
 }
 
@@ -320,6 +340,14 @@ func (s *server) proxyConfig(cfg *config.Config, in config.Instance, cert *certi
 		Observer:         s.metrics,
 		Audit:            s.auditEmitter(),
 		Statements:       statementPolicy(in),
+		Admission:        s.admissionFor(in),
+		Pool: pgproxy.Pool{
+			Enabled:       in.Pool.On(),
+			MaxIdle:       in.Pool.MaxIdle,
+			MaxIdlePerKey: in.Pool.MaxIdlePerKey,
+			IdleTimeout:   in.Pool.IdleTimeout.D(),
+			MaxLifetime:   in.Pool.MaxLifetime.D(),
+		},
 	}, nil
 }
 
@@ -494,4 +522,5 @@ func (s *server) closeAll() {
 		s.apiLn.Close()
 	}
 	s.closeAudit()
+	s.closeAdmission()
 }

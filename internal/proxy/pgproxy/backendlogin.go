@@ -44,6 +44,8 @@ type backendConn struct {
 	// pending holds whole messages the server sent after ReadyForQuery and
 	// that were read along with it; they go to the client first.
 	pending []byte
+	// curve is the TLS key exchange of the connection (0 without TLS).
+	curve tls.CurveID
 }
 
 // backendLogin is the frontend side of a PostgreSQL login to the upstream.
@@ -139,6 +141,9 @@ func (b *backendLogin) login(conn net.Conn) (*backendConn, error) {
 	}
 
 	bc := &backendConn{conn: conn, params: map[string]string{}, auth: "trust"}
+	if tlsConn != nil {
+		bc.curve = tlsConn.ConnectionState().CurveID
+	}
 	var sc *scramConversation
 	for {
 		msg, err := fe.Receive()

@@ -12,13 +12,15 @@ import (
 
 // BenchmarkLogin measures whole logins (TLS, authentication, SELECT 1,
 // close) through iamdb with an IAM token and, side by side, directly to
-// the same PostgreSQL with TLS and SCRAM-SHA-256. iamdb's login includes
-// its own TLS-and-SCRAM login to the upstream, so the ratio is the price
-// of the extra hop. "iamdb+audit" writes connect and disconnect events to
-// a file audit log, fsynced before the client hears the login succeeded;
-// "iamdb" audits nothing.
+// the same PostgreSQL with TLS and SCRAM-SHA-256. "iamdb" runs as
+// configured by default: a login takes the upstream session the previous
+// one left idle (reset with DISCARD ALL), so it costs the client's TLS
+// handshake and the token check. "iamdb-pool-off" logs in to the upstream
+// for every session (TLS and SCRAM), the price of the extra hop.
+// "iamdb+audit" adds connect and disconnect events in a file audit log,
+// fsynced before the client hears the login succeeded.
 func BenchmarkLogin(b *testing.B) {
-	h := newHarness(b)
+	h := newHarness(b, withPool(Pool{}))
 	sink, err := audit.OpenFile(filepath.Join(b.TempDir(), "audit.jsonl"), audit.FileOptions{FailClosed: true})
 	if err != nil {
 		b.Fatal(err)
@@ -34,15 +36,18 @@ func BenchmarkLogin(b *testing.B) {
 		name  string
 		cfg   *pgx.ConnConfig
 		audit audit.Emitter
+		pool  bool
 	}{
-		{"iamdb", h.pgxConfig("app", tok, ""), audit.Nop{}},
-		{"iamdb+audit", h.pgxConfig("app", tok, ""), sink},
-		{"direct", direct, nil},
+		{"iamdb", h.pgxConfig("app", tok, ""), audit.Nop{}, true},
+		{"iamdb-pool-off", h.pgxConfig("app", tok, ""), audit.Nop{}, false},
+		{"iamdb+audit", h.pgxConfig("app", tok, ""), sink, true},
+		{"direct", direct, nil, false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			if bc.audit != nil {
 				cfg := h.cfg
 				cfg.Audit = bc.audit
+				cfg.Pool.Enabled = bc.pool
 				h.srv.Update(cfg)
 			}
 			ctx := context.Background()

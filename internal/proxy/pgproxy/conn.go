@@ -50,6 +50,9 @@ type login struct {
 	passwordStep bool
 	connected    bool
 	connectedAt  time.Time
+
+	// slot is the connection's admission slot, given back when it ends.
+	slot func()
 }
 
 // session is a login that succeeded: both legs ready for the byte relay.
@@ -57,6 +60,9 @@ type session struct {
 	upstream net.Conn
 	release  func() // forgets the cancel key
 	pending  []byte // upstream messages read during login, not yet sent
+	// reuse, for IAM logins when the pool is on, lets the upstream
+	// session serve later logins after a clean end (pool.go).
+	reuse *upstreamSession
 }
 
 // failure ends a login: what the client is told (nil: nothing, the
@@ -93,6 +99,7 @@ func (s *Server) handle(cc *clientConn, st *settings) {
 		return
 	}
 
+	defer l.releaseSlot()
 	sess, result := l.run(ctx)
 	l.report(result)
 	if sess == nil {
@@ -107,6 +114,9 @@ func (s *Server) handle(cc *clientConn, st *settings) {
 // the client why not; and the result for metrics ("" when the connection
 // ended before a startup packet, which is not a login attempt).
 func (l *login) run(ctx context.Context) (*session, string) {
+	if f := l.screen(ctx); f != nil {
+		return nil, l.finish(*f)
+	}
 	pkt, err := l.negotiate(ctx)
 	if errors.Is(err, errNoStartup) {
 		l.log.Debug("connection closed before a startup packet")
@@ -123,6 +133,9 @@ func (l *login) run(ctx context.Context) (*session, string) {
 		return nil, l.finish(*f)
 	}
 	l.auditStarted()
+	if f := l.admit(ctx); f != nil {
+		return nil, l.finish(*f)
+	}
 	iam, err := l.st.backend.IsIAMUser(ctx, l.user)
 	if err != nil {
 		l.log.Error("cannot tell whether the user logs in with IAM", "err", err)
@@ -349,7 +362,10 @@ func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
 	})
 	l.auditDecision(dec, err)
 	if err != nil {
-		return nil, l.refuse(ctx, err)
+		return nil, l.loginFailed(ctx, err, l.refuse(ctx, err))
+	}
+	if f := l.admitLogin(ctx, dec); f != nil {
+		return nil, f
 	}
 	l.log = l.log.With("principal", dec.Principal.ARN, "token_id", dec.TokenID)
 	l.log.Info("IAM login accepted", "access_key_id", dec.Principal.AccessKeyID)
@@ -360,7 +376,7 @@ func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
 		f := l.internal(ctx)
 		return nil, &f
 	}
-	return l.connectUpstream(ctx, password)
+	return l.connectUpstream(ctx, password, true)
 }
 
 // readPassword reads the client's PasswordMessage. By hand rather than

@@ -86,15 +86,32 @@
 // per simple query or execution, queued (audit.Deferred) so that no query
 // waits for the disk.
 //
+// # Upstream session reuse
+//
+// With Config.Pool enabled, an IAM session whose client ends with
+// Terminate while the upstream is idle does not end upstream: the relay
+// follows the message boundaries of both directions (headers only, no
+// copying), holds the Terminate back, resets the upstream session with
+// DISCARD ALL and keeps it in a per-listener pool keyed by user, database,
+// startup parameters (which name the principal) and backend password. The
+// next IAM login of that key, after its own token check, authorization
+// and connect event, takes it instead of logging in upstream, and gets the
+// session's ParameterStatus values and a fresh BackendKeyData of its own.
+// Idle sessions are watched by a pending read, so a backend that dies or
+// speaks while idle is dropped, and are closed after Pool.IdleTimeout,
+// Pool.MaxLifetime, a change of upstream (Update), FlushPool, Shutdown and
+// Close. Password-relayed sessions are never pooled. See pool.go.
+//
 // # Implementation notes
 //
 // Every read during the login is an exact, length-prefixed read on the
 // connection; nothing is buffered, so no plaintext read ahead survives the
 // switch to TLS and nothing is stranded in a buffer when the session turns
-// into a raw relay. The upstream leg of an IAM login uses pgconn, which
-// already knows TLS, SCRAM and md5; Hijack (outside pgx's semver promise,
-// hence the pinned pgx version) hands over its connection after SyncConn
-// has drained pgconn's buffers.
+// into a raw relay. The upstream leg of an IAM login is iamdb's own
+// frontend (backendlogin.go: TLS, SCRAM with cached keys, md5). It offers
+// post-quantum key exchange until a handshake shows that the server does
+// not take it (PostgreSQL on OpenSSL before 3.5), then X25519 only, which
+// saves computing an unused ML-KEM key share on every upstream login.
 //
 // One goroutine serves each connection under one deadline for the whole
 // login (Config.HandshakeTimeout), then two named copy functions relay the

@@ -182,6 +182,8 @@ type observer struct {
 	bytesIn  int64
 	bytesOut int64
 	dials    int
+	poolIdle int
+	reused   int
 }
 
 func (o *observer) LoginFinished(_, result string, _ time.Duration) {
@@ -201,6 +203,12 @@ func (o *observer) SessionEnded(_ string, in, out int64, _ time.Duration) {
 	o.mu.Unlock()
 }
 func (o *observer) UpstreamDialFailed(string) { o.mu.Lock(); o.dials++; o.mu.Unlock() }
+func (o *observer) UpstreamPoolIdle(_ string, n int) {
+	o.mu.Lock()
+	o.poolIdle = n
+	o.mu.Unlock()
+}
+func (o *observer) UpstreamSessionReused(string) { o.mu.Lock(); o.reused++; o.mu.Unlock() }
 
 func (o *observer) count(result string) int {
 	o.mu.Lock()

@@ -595,7 +595,13 @@ func TestProtocol32Client(t *testing.T) {
 }
 
 func TestConcurrentLogins(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.HandshakeTimeout = time.Minute })
+	// 200 upstream forks and TLS handshakes at once can take a loaded
+	// machine longer than the default timeouts; this test is about
+	// correctness under concurrency, not speed.
+	h := newHarness(t, func(c *Config) {
+		c.HandshakeTimeout = time.Minute
+		c.Upstream.DialTimeout = time.Minute
+	})
 	id, secret := h.user("alice", connectPolicy("app"))
 	tok := h.sdkToken(h.endpoint, testRegion, "app", id, secret, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

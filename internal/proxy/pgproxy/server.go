@@ -62,6 +62,11 @@ type Config struct {
 	Audit audit.Emitter
 	// Statements selects the sessions whose statements are audited.
 	Statements audit.StatementPolicy
+	// Admission is the instance's admission control; nil admits all.
+	Admission proxy.Admission
+	// Pool lets IAM logins reuse upstream sessions that earlier clients
+	// ended cleanly; off when Pool.Enabled is false.
+	Pool Pool
 }
 
 // settings is an immutable, validated snapshot of Config. Each connection
@@ -79,6 +84,12 @@ type settings struct {
 	obs              Observer
 	audit            audit.Emitter
 	statements       audit.StatementPolicy
+	admission        proxy.Admission
+	pool             Pool
+	// upstreamNoPQ is upstream.TLS without the post-quantum key share,
+	// used once pqDeclined: see upstreamTLSConfig.
+	upstreamNoPQ *tls.Config
+	pqDeclined   atomic.Bool
 }
 
 func (c Config) settings() (*settings, error) {
@@ -105,9 +116,15 @@ func (c Config) settings() (*settings, error) {
 		obs:              c.Observer,
 		audit:            c.Audit,
 		statements:       c.Statements,
+		admission:        c.Admission,
+		pool:             c.Pool,
+	}
+	if st.pool.Enabled {
+		st.pool = st.pool.withDefaults()
 	}
 	if st.upstream.TLS != nil {
-		st.upstream.TLS = st.upstream.TLS.Clone()
+		st.upstream.TLS = upstreamClientTLS(st.upstream.TLS)
+		st.upstreamNoPQ = withoutPQKeyShare(st.upstream.TLS)
 	}
 	if st.upstream.DialTimeout <= 0 {
 		st.upstream.DialTimeout = DefaultDialTimeout
@@ -161,6 +178,8 @@ type Server struct {
 
 	// life accepts, tracks, drains and closes client connections.
 	life *proxy.Lifecycle
+	// pool holds idle upstream sessions for IAM logins to reuse.
+	pool *upstreamPool
 
 	active atomic.Int64
 }
@@ -177,7 +196,15 @@ func New(cfg Config) (*Server, error) {
 		dial:  (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 	}
 	s.life = proxy.NewLifecycle("pgproxy", func() *slog.Logger { return s.cur.Load().log })
+	s.pool = newUpstreamPool(func(idle int) {
+		if st := s.cur.Load(); st != nil {
+			if po, ok := st.obs.(PoolObserver); ok {
+				po.UpstreamPoolIdle(st.instance.Name, idle)
+			}
+		}
+	})
 	s.cur.Store(st)
+	s.pool.configure(st.pool)
 	return s, nil
 }
 
@@ -202,7 +229,20 @@ func (s *Server) Update(cfg Config) {
 		return
 	}
 	s.cur.Store(st)
+	if !sameUpstream(old.upstream, st.upstream) {
+		// Sessions of the previous upstream settings must not serve logins
+		// under the new ones.
+		s.pool.flush()
+	}
+	s.pool.configure(st.pool)
 }
+
+// FlushPool closes every idle upstream session, so that new logins open
+// fresh ones: for when the backend login settings change.
+func (s *Server) FlushPool() { s.pool.flush() }
+
+// IdleUpstreamSessions is the number of idle upstream sessions pooled.
+func (s *Server) IdleUpstreamSessions() int { return s.pool.idle() }
 
 // ActiveSessions is the number of sessions past login, relaying.
 func (s *Server) ActiveSessions() int { return int(s.active.Load()) }
@@ -216,9 +256,18 @@ func (s *Server) Serve(ln net.Listener) error {
 	})
 }
 
-// Shutdown stops accepting, waits for logins and sessions to end until ctx
-// is done, then closes the remaining ones and returns ctx's error.
-func (s *Server) Shutdown(ctx context.Context) error { return s.life.Shutdown(ctx) }
+// Shutdown stops accepting, closes the idle upstream sessions, waits for
+// logins and sessions to end until ctx is done, then closes the remaining
+// ones and returns ctx's error. Sessions that end meanwhile close their
+// upstream sessions too.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.pool.close()
+	return s.life.Shutdown(ctx)
+}
 
-// Close stops accepting and closes every connection at once.
-func (s *Server) Close() error { return s.life.Close() }
+// Close stops accepting and closes every connection, idle upstream
+// sessions included, at once.
+func (s *Server) Close() error {
+	s.pool.close()
+	return s.life.Close()
+}

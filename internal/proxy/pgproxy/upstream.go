@@ -2,6 +2,7 @@ package pgproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -47,11 +48,55 @@ func upstreamTemplate(u Upstream) (*pgconn.Config, error) {
 	return cfg, nil
 }
 
-// connectUpstream logs in to the upstream as l.user with pgconn (TLS,
-// SCRAM, md5 as the server asks), takes the raw connection over and tells
-// the client it is in: AuthenticationOk, the server's ParameterStatus
-// values, iamdb's BackendKeyData and ReadyForQuery.
-func (l *login) connectUpstream(ctx context.Context, password string) (*session, *failure) {
+// upstreamClientTLS is the operator's upstream TLS configuration with
+// iamdb's floor of TLS 1.2.
+func upstreamClientTLS(in *tls.Config) *tls.Config {
+	c := in.Clone()
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c
+}
+
+// withoutPQKeyShare is c offering classic key exchanges only, X25519
+// first, unless the operator chose the key exchanges. Go's client always
+// sends a key share of the hybrid X25519MLKEM768 when it may use it, and
+// computing it was the largest avoidable cost of an upstream handshake:
+// PostgreSQL built with OpenSSL before 3.5 cannot use it and settles on
+// X25519. See settings.upstreamTLSConfig for when it is used.
+func withoutPQKeyShare(c *tls.Config) *tls.Config {
+	if c == nil || len(c.CurvePreferences) > 0 {
+		return c
+	}
+	c = c.Clone()
+	c.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384}
+	return c
+}
+
+// upstreamTLSConfig is the TLS configuration of the next upstream login:
+// post-quantum key exchange is offered until an upstream handshake shows
+// that the server does not take it, then no longer, until the
+// configuration changes. An upstream that can use it keeps using it.
+func (st *settings) upstreamTLSConfig() *tls.Config {
+	if st.upstreamNoPQ != nil && st.pqDeclined.Load() {
+		return st.upstreamNoPQ
+	}
+	return st.upstream.TLS
+}
+
+// notePQ records the key exchange an upstream handshake settled on.
+func (st *settings) notePQ(offered *tls.Config, curve tls.CurveID) {
+	if offered == st.upstream.TLS && curve != 0 && curve != tls.X25519MLKEM768 && st.upstreamNoPQ != st.upstream.TLS {
+		st.pqDeclined.Store(true)
+	}
+}
+
+// connectUpstream logs in to the upstream as l.user (TLS, SCRAM, md5 as
+// the server asks) — or, for an IAM login (pooled) when the pool holds
+// an idle session of the same key, takes that one instead — and tells the
+// client it is in: AuthenticationOk, the server's ParameterStatus values,
+// iamdb's BackendKeyData and ReadyForQuery.
+func (l *login) connectUpstream(ctx context.Context, password string, pooled bool) (*session, *failure) {
 	params := map[string]string{}
 	for k, v := range l.params {
 		switch {
@@ -67,7 +112,11 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 			params["application_name"] = taggedApplicationName(l.params["application_name"], p)
 		}
 	}
-	b := &backendLogin{dial: l.dialUpstream, address: l.st.upstream.Address, tls: l.st.upstream.TLS,
+	reuse := l.pooledSession(pooled, password, params)
+	if reuse != nil && reuse.bc != nil {
+		return l.ready(ctx, reuse.bc, reuse)
+	}
+	b := &backendLogin{dial: l.dialUpstream, address: l.st.upstream.Address, tls: l.st.upstreamTLSConfig(),
 		user: l.user, database: l.database, password: password, params: params, cache: l.srv.scram}
 	hc, err := b.run(ctx)
 	if err != nil {
@@ -84,6 +133,34 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 		}
 		return nil, l.unavailable(err)
 	}
+	l.st.notePQ(b.tls, hc.curve)
+	if reuse != nil {
+		reuse.bc, reuse.created = hc, time.Now()
+	}
+	return l.ready(ctx, hc, reuse)
+}
+
+// pooledSession is, for a login whose upstream session may be pooled, an
+// idle session of its key taken from the pool, or a new one of that key
+// to fill in; nil when the session may not be pooled.
+func (l *login) pooledSession(pooled bool, password string, params map[string]string) *upstreamSession {
+	if _, replication := params["replication"]; !pooled || replication || l.ac == nil || l.ac.Principal == nil || !l.srv.pool.enabled() {
+		return nil
+	}
+	key := poolKeyFor(l.user, l.database, password, params)
+	if s := l.srv.pool.get(key); s != nil {
+		if po, ok := l.st.obs.(PoolObserver); ok {
+			po.UpstreamSessionReused(l.st.instance.Name)
+		}
+		l.log.Debug("idle upstream session reused", "backend_pid", s.bc.pid)
+		return s
+	}
+	return l.srv.pool.newSession(key)
+}
+
+// ready takes over the upstream connection of hc and tells the client it
+// is in.
+func (l *login) ready(ctx context.Context, hc *backendConn, reuse *upstreamSession) (*session, *failure) {
 	if !l.cc.SetUpstream(hc.conn) {
 		hc.conn.Close()
 		f := failure{result: ResultClientClosed}
@@ -91,7 +168,8 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 	}
 	// Whatever the server sent unprompted after ReadyForQuery goes to the
 	// client after iamdb's own ReadyForQuery.
-	sess := &session{upstream: hc.conn, pending: hc.pending}
+	sess := &session{upstream: hc.conn, pending: hc.pending, reuse: reuse}
+	hc.pending = nil
 
 	pid, secret, release, err := l.srv.keys.register(len(hc.secretKey), cancelTarget{
 		upstream: l.st.upstream, pid: hc.pid, secret: slices.Clone(hc.secretKey), session: l.id})
@@ -193,7 +271,7 @@ func (l *login) loginPassword(ctx context.Context, startup []byte) (*session, *f
 	}
 	conn.SetDeadline(l.deadline)
 	if l.st.upstream.TLS != nil {
-		tc, err := upstreamTLS(ctx, conn, l.st.upstream.TLS)
+		tc, err := upstreamTLS(ctx, conn, l.st.upstreamTLSConfig())
 		if err != nil {
 			return fail(l.unavailable(err))
 		}
@@ -330,7 +408,7 @@ func (l *login) loginPasswordCaptured(ctx context.Context) (*session, *failure) 
 	if f != nil {
 		return nil, f
 	}
-	sess, f := l.connectUpstream(ctx, password)
+	sess, f := l.connectUpstream(ctx, password, false)
 	if f == nil {
 		l.log.Info("password login relayed", "mode", "pgconn")
 	}
