@@ -106,6 +106,7 @@ instances:
     upstream: {address: "%s", tls: verify-full, ca: "%s"}
     backend_auth: {mode: managed, admin_user: root, admin_password_env: IAMDB_MARIADB_ADMIN_PASSWORD}
     iam_users: [app]
+    audit_statements: all
 `, metricsPort, apiPort, port, port, port, m.Addr(), m.CAFile)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -207,6 +208,56 @@ instances:
 		c.Env = append(cleanEnv(t), "MYSQL_PWD="+token)
 		if out, err := c.CombinedOutput(); err == nil || !strings.Contains(string(out), "TLS") {
 			t.Fatalf("a login without TLS: %v, want a refusal that says TLS is required:\n%s", err, out)
+		}
+	})
+
+	t.Run("audit trail", func(t *testing.T) {
+		// The sessions above, as the audit log tells them: connect events
+		// naming alice and the upstream's connection id, their statements
+		// and disconnects. The log is written before each client hears of
+		// its login; disconnects follow the client's end.
+		var connects, statements, disconnects int
+		for range 500 {
+			connects, statements, disconnects = 0, 0, 0
+			out := must(t, iamdb(t, env, "", "audit", "query", "--instance", "shop", "--output", "json"))
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				var e struct {
+					EventName         string
+					ErrorCode         string
+					UserIdentity      struct{ ARN string }
+					RequestParameters map[string]any
+					ResponseElements  map[string]any
+				}
+				if err := json.Unmarshal([]byte(line), &e); err != nil {
+					t.Fatalf("%v: %s", err, line)
+				}
+				if e.UserIdentity.ARN != "" && !strings.HasSuffix(e.UserIdentity.ARN, ":user/alice") {
+					t.Fatalf("event of %s", e.UserIdentity.ARN)
+				}
+				switch {
+				case e.EventName == "connect" && e.ErrorCode == "":
+					if pid, _ := e.ResponseElements["backendPid"].(float64); pid <= 0 || e.RequestParameters["dbUser"] != "app" {
+						t.Fatalf("connect event %v %v", e.RequestParameters, e.ResponseElements)
+					}
+					connects++
+				case e.EventName == "statement":
+					if s, _ := e.RequestParameters["statement"].(string); strings.Contains(s, "current_user()") {
+						statements++
+					}
+				case e.EventName == "disconnect":
+					disconnects++
+				}
+			}
+			if connects >= 2 && disconnects >= connects && statements >= 1 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if connects < 2 || disconnects < connects || statements < 1 {
+			t.Fatalf("%d connect, %d disconnect events and %d current_user() statements, want at least 2, as many and 1", connects, disconnects, statements)
+		}
+		if r := iamdb(t, env, "", "audit", "verify"); r.code != 0 {
+			t.Fatalf("audit verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 	})
 

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/iamdb/iamdb/internal/audit"
 	"github.com/iamdb/iamdb/internal/authn"
 	"github.com/iamdb/iamdb/internal/proxy"
 )
@@ -37,15 +38,31 @@ type login struct {
 	client   net.Conn    // raw, then the TLS connection over it
 	pc       *packetConn // the client leg's packets
 	tls      bool
+	iam      bool               // the user logs in with IAM
 	greet    *greeting          // what the client was greeted with
 	resp     *handshakeResponse // what the client answered
 	caps     uint64             // the client's capabilities, as far as iamdb offered them
 	reported bool
+
+	// Audit: the connection's record, whether the login reached the
+	// password step, and whether its accepted connect event was written.
+	ac           *audit.Conn
+	passwordStep bool
+	connected    bool
+	connectedAt  time.Time
+
+	// slot is the connection's admission slot, given back when it ends.
+	slot func()
 }
 
 // session is a login that succeeded: both legs ready for the byte relay.
 type session struct {
-	upstream net.Conn
+	upstream   net.Conn
+	upstreamID uint32 // the upstream's connection id: CONNECTION_ID() in the session
+	loginOK    []byte // the upstream's OK packet that ended its login
+	// reuse is set when the upstream session may go back to the pool
+	// when its client quits (an IAM login with the pool on).
+	reuse *upstreamSession
 }
 
 // failure ends a login: what the client is told (nil: nothing, the
@@ -53,6 +70,7 @@ type session struct {
 type failure struct {
 	result string
 	client *mysqlError
+	reason string // for the operator (audit errorMessage); never sent to the client
 }
 
 func (s *Server) serveConn(cc *clientConn) {
@@ -82,6 +100,7 @@ func (s *Server) handle(cc *clientConn, st *settings) {
 		return
 	}
 
+	defer l.releaseSlot()
 	sess, result := l.run(ctx)
 	l.report(result)
 	if sess == nil {
@@ -99,6 +118,9 @@ var errNoLogin = errors.New("closed before a handshake response")
 // the client why not; and the result for metrics ("" when the connection
 // ended before a handshake response, which is not a login attempt).
 func (l *login) run(ctx context.Context) (*session, string) {
+	if f := l.screen(ctx); f != nil {
+		return nil, l.finish(*f)
+	}
 	if err := l.handshake(ctx); err != nil {
 		if errors.Is(err, errNoLogin) {
 			l.log.Debug("connection closed before a handshake response")
@@ -110,11 +132,15 @@ func (l *login) run(ctx context.Context) (*session, string) {
 		l.log.Info("handshake response without a user name")
 		return nil, l.finish(failure{result: ResultProtocolError, client: accessDenied("", l.host)})
 	}
+	if f := l.admit(ctx); f != nil {
+		return nil, l.finish(*f)
+	}
 	iam, err := l.st.backend.IsIAMUser(ctx, l.resp.user)
 	if err != nil {
 		l.log.Error("cannot tell whether the user logs in with IAM", "err", err)
 		return nil, l.finish(l.internal(ctx))
 	}
+	l.iam = iam
 	var sess *session
 	var f *failure
 	if iam {
@@ -126,7 +152,9 @@ func (l *login) run(ctx context.Context) (*session, string) {
 		if sess != nil {
 			sess.upstream.Close()
 		}
-		return nil, l.finish(*f)
+		result := l.finish(*f)
+		l.auditEnded(*f)
+		return nil, result
 	}
 	if iam {
 		return sess, ResultOK
@@ -174,6 +202,7 @@ func (l *login) handshake(ctx context.Context) error {
 	// only what both support counts.
 	l.caps = resp.caps & (l.greet.caps | capMySQL)
 	l.log = l.log.With("user", resp.user, "database", resp.database, "tls", l.tls)
+	l.auditStarted()
 	return nil
 }
 
@@ -219,17 +248,17 @@ func (l *login) classify(ctx context.Context, err error, phase string) failure {
 	switch {
 	case l.timedOut(ctx, err):
 		l.log.Warn("login timed out", "phase", phase, "timeout", l.st.handshakeTimeout)
-		return failure{result: ResultHandshakeTimeout, client: &mysqlError{code: erHandshake, sqlState: "08S01",
+		return failure{result: ResultHandshakeTimeout, reason: fmt.Sprintf("login did not complete within %s (%s)", l.st.handshakeTimeout, phase), client: &mysqlError{code: erHandshake, sqlState: "08S01",
 			message: fmt.Sprintf("iamdb: instance %s: login did not complete within %s", l.st.instance.Name, l.st.handshakeTimeout)}}
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isClosed(err):
 		l.log.Debug("client closed the connection during login", "phase", phase)
-		return failure{result: ResultClientClosed}
+		return failure{result: ResultClientClosed, reason: "the client closed the connection during " + phase}
 	case errors.Is(err, errProtocol):
 		l.log.Info("protocol violation during login", "phase", phase, "err", err)
-		return failure{result: ResultProtocolError, client: &mysqlError{code: erHandshake, sqlState: "08S01", message: "Bad handshake"}}
+		return failure{result: ResultProtocolError, reason: phase + ": " + err.Error(), client: &mysqlError{code: erHandshake, sqlState: "08S01", message: "Bad handshake"}}
 	default:
 		l.log.Info("login failed", "phase", phase, "err", err)
-		return failure{result: ResultProtocolError}
+		return failure{result: ResultProtocolError, reason: phase + ": " + err.Error()}
 	}
 }
 
@@ -250,7 +279,7 @@ func (l *login) internal(ctx context.Context) failure {
 	if l.timedOut(ctx, ctx.Err()) {
 		return l.classify(ctx, ctx.Err(), "backend")
 	}
-	return failure{result: ResultInternalError, client: &mysqlError{code: erUnknown, sqlState: "HY000",
+	return failure{result: ResultInternalError, reason: "internal error (see the iamdb log)", client: &mysqlError{code: erUnknown, sqlState: "HY000",
 		message: fmt.Sprintf("iamdb: instance %s: internal error (see the iamdb log, session %s)", l.st.instance.Name, l.id)}}
 }
 
@@ -276,8 +305,12 @@ func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
 		SourceIP:        l.host,
 		SecureTransport: true,
 	})
+	l.ac.SetDecision(dec, err)
 	if err != nil {
-		return nil, l.refuse(ctx, err)
+		return nil, l.loginFailed(ctx, err, l.refuse(ctx, err))
+	}
+	if f := l.admitLogin(ctx, dec); f != nil {
+		return nil, f
 	}
 	l.log = l.log.With("principal", dec.Principal.ARN, "token_id", dec.TokenID)
 	l.log.Info("IAM login accepted", "access_key_id", dec.Principal.AccessKeyID)
@@ -288,13 +321,14 @@ func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
 		f := l.internal(ctx)
 		return nil, &f
 	}
-	return l.connectUpstream(ctx, password)
+	return l.upstreamSession(ctx, password)
 }
 
 // readToken gets the token as a clear-text password: at once when the
 // client already used mysql_clear_password, else after an auth switch to
 // it, whatever plugin the client started with.
 func (l *login) readToken(ctx context.Context) (string, *failure) {
+	l.passwordStep = true
 	if l.resp.plugin == pluginClear {
 		return string(withoutNUL(l.resp.authData)), nil
 	}
@@ -314,10 +348,11 @@ func (l *login) readToken(ctx context.Context) (string, *failure) {
 // client only MySQL's generic access denied error, as RDS does.
 func (l *login) refuse(ctx context.Context, err error) *failure {
 	result := ResultInternalError
+	reason := err.Error()
 	attrs := []any{}
 	var ae *authn.Error
 	if errors.As(err, &ae) {
-		result = ae.Code
+		result, reason = ae.Code, ae.Detail
 		attrs = append(attrs, "reason", ae.Code, "detail", ae.Detail)
 		if ae.TokenID != "" {
 			attrs = append(attrs, "token_id", ae.TokenID)
@@ -333,13 +368,13 @@ func (l *login) refuse(ctx context.Context, err error) *failure {
 		attrs = append(attrs, "reason", result, "err", err)
 	}
 	l.log.Warn("login refused", attrs...)
-	return &failure{result: result, client: accessDenied(l.resp.user, l.host)}
+	return &failure{result: result, reason: reason, client: accessDenied(l.resp.user, l.host)}
 }
 
 func (l *login) unavailable(err error) *failure {
 	l.st.obs.UpstreamDialFailed(l.st.instance.Name)
 	l.log.Error("upstream unavailable", "upstream", l.st.upstream.Address, "err", err)
-	return &failure{result: ResultUpstreamUnavailable, client: &mysqlError{code: crConnectionError, sqlState: "HY000",
+	return &failure{result: ResultUpstreamUnavailable, reason: fmt.Sprintf("upstream %s is unavailable: %v", l.st.upstream.Address, err), client: &mysqlError{code: crConnectionError, sqlState: "HY000",
 		message: fmt.Sprintf("iamdb: instance %s: upstream %s is unavailable", l.st.instance.Name, l.st.upstream.Address)}}
 }
 

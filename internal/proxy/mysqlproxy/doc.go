@@ -22,9 +22,13 @@
 //	  │                              │   as user with Backend.Password,      │
 //	  │                              │   the client's own capabilities,      │
 //	  │                              │   database, charset and attributes    │
+//	  │                              │   (+ iamdb_principal), or an idle     │
+//	  │                              │   session of the same kind (pool.go)  │
 //	  │                              │◀── auth switch / more data … OK ──────│
+//	  │                              │── audit: connect event (fsynced) ──   │
 //	  │◀── the upstream's OK ────────│                                       │
 //	  │◀═══════ relay until either side closes (client→upstream watched) ══▶│
+//	  │                              │── audit: disconnect event ──          │
 //
 // A client that sends its handshake response without the SSL request is
 // refused before any password is asked for (ERROR 1045, "connection
@@ -86,13 +90,43 @@
 //
 // # During the session
 //
-// Upstream→client is a raw copy. Client→upstream is copied packet by
-// packet so that a command can be recognised: COM_CHANGE_USER would let a
-// session become another database user without a token for that user, so
-// it is answered with ERROR 1235 and the session is closed.
-// COM_RESET_CONNECTION, prepared statements, multi-statements, KILL and
-// LOAD DATA LOCAL INFILE (whose file packets the command watcher follows
-// through sequence-number wrap-around, as the server does) pass through.
+// Client→upstream is copied chunk by chunk as it arrives while a walker
+// follows the packets in it, so that a command can be recognised:
+// COM_CHANGE_USER would let a session become another database user
+// without a token for that user, so it is answered with ERROR 1235 and
+// the session is closed. COM_RESET_CONNECTION, prepared statements,
+// multi-statements, KILL and LOAD DATA LOCAL INFILE (whose file packets
+// the walker follows through sequence-number wrap-around, as the server
+// does) pass through. Upstream→client is a raw copy, followed by a
+// response tracker (responses.go) only when statement audit or session
+// reuse needs to know where each answer ends.
+//
+// # Audit
+//
+// As in the PostgreSQL listener (audit.go): every login that reaches the
+// password step yields one connect event (accepted, or refused with the
+// precise reason and, when known, the principal and token id), written
+// before the client gets its OK; with audit.fail_closed a failed write
+// refuses the login with the generic access denied error. Every accepted
+// session ends with one disconnect event (duration, bytes each way, who
+// closed: client, upstream or shutdown). backendPid is the upstream's
+// connection id, the one CONNECTION_ID(), the processlist and KILL use.
+// An IAM session's upstream login carries the connection attribute
+// iamdb_principal (the ARN), which performance_schema.session_connect_attrs
+// shows, so the database's own tools can attribute the session.
+//
+// Statement audit (audit_statements, audit_parameters; statements.go)
+// records COM_QUERY texts and each COM_STMT_EXECUTE with its prepared
+// text, found by the statement id of the upstream's COM_STMT_PREPARE
+// answer, and with audit_parameters the bound values. It reads the
+// stream the relay forwards and never holds it back.
+//
+// # Upstream session reuse
+//
+// With Config.Pool on, an IAM client that ends with COM_QUIT leaves its
+// upstream session, reset, to the next IAM login of the same principal,
+// user, database and client settings, which then costs no upstream
+// login at all; see pool.go for what is reset, checked and never reused.
 //
 // # Implementation notes
 //

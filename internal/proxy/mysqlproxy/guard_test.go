@@ -41,7 +41,7 @@ func TestCommandGuard(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			n, err := copyClientToUpstream(&out, bytes.NewReader(tc.stream))
+			n, err := copyClientToUpstream(&out, bytes.NewReader(tc.stream), &clientWalker{})
 			if tc.refused {
 				if !errors.Is(err, errChangeUser) {
 					t.Fatalf("err %v, want errChangeUser", err)

@@ -79,43 +79,42 @@ func (b *testBackend) Password(_ context.Context, u string) (string, error) {
 	return p, nil
 }
 
-// users are created once per test binary on the shared server, with
-// CREATE USER … IDENTIFIED BY: the passwords the test Backend returns.
+// users are created once per server, with CREATE USER … IDENTIFIED BY:
+// the passwords the test Backend returns, the same on every server.
 var (
-	usersOnce sync.Once
-	usersErr  error
-	userPass  = map[string]string{}
+	usersMu   sync.Mutex
+	usersDone = map[*testdb.MariaDBServer]bool{}
+	userPass  = map[string]string{
+		"app":     rand.Text(),
+		"report":  rand.Text(),
+		relayUser: relayPassword,
+	}
 )
 
 func ensureUsers(t testing.TB, my *testdb.MariaDBServer) map[string]string {
 	t.Helper()
-	usersOnce.Do(func() {
-		db, err := sql.Open("mysql", my.RootDSN())
-		if err != nil {
-			usersErr = err
-			return
-		}
-		defer db.Close()
-		for _, u := range []string{"app", "report"} {
-			userPass[u] = rand.Text()
-		}
-		userPass[relayUser] = relayPassword
-		for u, p := range userPass {
-			for _, stmt := range []string{
-				fmt.Sprintf("CREATE USER IF NOT EXISTS '%s'@'%%' IDENTIFIED BY '%s'", u, p),
-				fmt.Sprintf("ALTER USER '%s'@'%%' IDENTIFIED BY '%s'", u, p),
-				fmt.Sprintf("GRANT ALL ON *.* TO '%s'@'%%'", u),
-			} {
-				if _, err := db.Exec(stmt); err != nil {
-					usersErr = fmt.Errorf("creating user %s: %w", u, err)
-					return
-				}
+	usersMu.Lock()
+	defer usersMu.Unlock()
+	if usersDone[my] {
+		return userPass
+	}
+	db, err := sql.Open("mysql", my.RootDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for u, p := range userPass {
+		for _, stmt := range []string{
+			fmt.Sprintf("CREATE USER IF NOT EXISTS '%s'@'%%' IDENTIFIED BY '%s'", u, p),
+			fmt.Sprintf("ALTER USER '%s'@'%%' IDENTIFIED BY '%s'", u, p),
+			fmt.Sprintf("GRANT ALL ON *.* TO '%s'@'%%'", u),
+		} {
+			if _, err := db.Exec(stmt); err != nil {
+				t.Fatalf("creating user %s: %v", u, err)
 			}
 		}
-	})
-	if usersErr != nil {
-		t.Fatalf("creating users: %v", usersErr)
 	}
+	usersDone[my] = true
 	return userPass
 }
 
@@ -183,6 +182,8 @@ type observer struct {
 	bytesIn  int64
 	bytesOut int64
 	dials    int
+	idle     int // upstream sessions in the pool, as last reported
+	reused   int
 }
 
 func (o *observer) LoginFinished(_, result string, _ time.Duration) {
@@ -202,6 +203,9 @@ func (o *observer) SessionEnded(_ string, in, out int64, _ time.Duration) {
 	o.mu.Unlock()
 }
 func (o *observer) UpstreamDialFailed(string) { o.mu.Lock(); o.dials++; o.mu.Unlock() }
+
+func (o *observer) UpstreamPoolIdle(_ string, idle int) { o.mu.Lock(); o.idle = idle; o.mu.Unlock() }
+func (o *observer) UpstreamSessionReused(string)        { o.mu.Lock(); o.reused++; o.mu.Unlock() }
 
 func (o *observer) count(result string) int {
 	o.mu.Lock()
@@ -260,8 +264,13 @@ type harnessOption func(*Config)
 
 func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	t.Helper()
+	return newHarnessOn(t, testdb.MariaDB(t), opts...)
+}
+
+// newHarnessOn is newHarness in front of the given server.
+func newHarnessOn(t testing.TB, my *testdb.MariaDBServer, opts ...harnessOption) *harness {
+	t.Helper()
 	ctx := context.Background()
-	my := testdb.MariaDB(t)
 	pass := ensureUsers(t, my)
 	h := &harness{t: t, my: my, logs: &logBuffer{}, obs: &observer{}}
 

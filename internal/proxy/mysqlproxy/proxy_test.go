@@ -3,6 +3,8 @@ package mysqlproxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/iamdb/iamdb/internal/identity"
@@ -56,7 +59,14 @@ func (h *harness) awsToken(t *testing.T, user, keyID, secret string) string {
 // The password goes through MYSQL_PWD, never the command line.
 func (h *harness) mariadbCLI(t *testing.T, user, password string, extra ...string) ([]byte, error) {
 	t.Helper()
-	bin := requireTool(t, "mariadb")
+	return h.cli(t, "mariadb", user, password, extra...)
+}
+
+// cli runs the named command-line client (mariadb, or mysql: MariaDB's
+// under its historical name, or Oracle's) as mariadbCLI does.
+func (h *harness) cli(t *testing.T, name, user, password string, extra ...string) ([]byte, error) {
+	t.Helper()
+	bin := requireTool(t, name)
 	args := []string{"--no-defaults", "--ssl", "--ssl-ca=" + h.caFile, "--ssl-verify-server-cert",
 		"--enable-cleartext-plugin", "-h", "localhost", "--protocol=TCP", "-P", strconv.Itoa(h.port),
 		"-u", user, "--connect-timeout=20", "-N", "-B"}
@@ -122,6 +132,14 @@ func TestMariaDBClient(t *testing.T) {
 		}
 	})
 
+	t.Run("mysql command", func(t *testing.T) {
+		out, err := h.cli(t, "mysql", "app", h.sdkToken(h.endpoint, testRegion, "app", id, secret, ""), h.database,
+			"-e", "SELECT CURRENT_USER(), DATABASE()")
+		if err != nil || strings.TrimSpace(string(out)) != "app@%\t"+h.database {
+			t.Fatalf("mysql: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("local infile", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "rows.csv")
 		var in bytes.Buffer
@@ -142,7 +160,7 @@ func TestMariaDBClient(t *testing.T) {
 	})
 }
 
-func sqlRoot(t *testing.T, h *harness) *sql.DB {
+func sqlRoot(t testing.TB, h *harness) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("mysql", h.my.RootDSN())
 	if err != nil {
@@ -150,6 +168,60 @@ func sqlRoot(t *testing.T, h *harness) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// TestGoMySQLClient: go-mysql's client logs in with a token over TLS (it
+// answers the switch to mysql_clear_password by itself), runs a query and
+// a prepared statement, and quits; without TLS it is refused before the
+// token is asked for.
+func TestGoMySQLClient(t *testing.T) {
+	h := newHarness(t)
+	id, secret := h.user("alice", connectPolicy("app"))
+	tok := h.sdkToken(h.endpoint, testRegion, "app", id, secret, "")
+	pem, err := os.ReadFile(h.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	withTLS := func(c *client.Conn) error {
+		c.SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12})
+		return nil
+	}
+	conn, err := client.Connect(h.addr, "app", tok, h.database, withTLS)
+	if err != nil {
+		t.Fatalf("go-mysql login: %v\nlog:\n%s", err, h.logs)
+	}
+	r, err := conn.Execute("SELECT CURRENT_USER(), DATABASE()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, _ := r.GetString(0, 0)
+	db, _ := r.GetString(0, 1)
+	if user != "app@%" || db != h.database {
+		t.Fatalf("CURRENT_USER() %q DATABASE() %q", user, db)
+	}
+	stmt, err := conn.Prepare("SELECT ? + 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err = stmt.Execute(41); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.GetInt(0, 0); v != 42 {
+		t.Fatalf("prepared statement returned %d", v)
+	}
+	stmt.Close()
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.obs.wait(t, ResultOK, 1)
+
+	_, err = client.Connect(h.addr, "app", tok, h.database)
+	if err == nil || !strings.Contains(err.Error(), "requires TLS") {
+		t.Fatalf("go-mysql without TLS: %v", err)
+	}
+	h.obs.wait(t, ResultTLSRequired, 1)
 }
 
 // TestMariaDBClientWithoutTLS: the mariadb client without TLS is refused
@@ -614,7 +686,12 @@ func TestUnknownDatabase(t *testing.T) {
 }
 
 func TestConcurrentLogins(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.HandshakeTimeout = time.Minute })
+	// 200 upstream logins at once can take a loaded machine longer than
+	// the default timeouts; this test is about correctness, not speed.
+	h := newHarness(t, func(c *Config) {
+		c.HandshakeTimeout = time.Minute
+		c.Upstream.DialTimeout = time.Minute
+	})
 	id, secret := h.user("alice", connectPolicy("app"))
 	tok := h.sdkToken(h.endpoint, testRegion, "app", id, secret, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -776,5 +853,46 @@ func TestNewValidates(t *testing.T) {
 		if _, err := New(c); err == nil {
 			t.Errorf("%s: New accepted it", name)
 		}
+	}
+}
+
+// TestUpstreamKeyExchange: once an upstream handshake shows that the
+// upstream does not take the post-quantum key exchange, iamdb stops
+// computing its key share for upstream logins; an upstream that takes it
+// keeps getting it.
+func TestUpstreamKeyExchange(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	// What the upstream settles on when offered Go's default.
+	upTLS, err := h.my.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var curve tls.CurveID
+	upTLS.VerifyConnection = func(cs tls.ConnectionState) error { curve = cs.CurveID; return nil }
+	direct, err := mysql.ParseDSN(h.my.DSN("app", userPass["app"], h.database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct.TLS = upTLS
+	c, err := mysql.NewConnector(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sql.OpenDB(c).PingContext(ctx); err != nil || curve == 0 {
+		t.Fatalf("direct TLS login: curve %v, %v", curve, err)
+	}
+
+	id, secret := h.user("alice", connectPolicy("app"))
+	tok := h.sdkToken(h.endpoint, testRegion, "app", id, secret, "")
+	for range 2 {
+		conn, err := h.connect(ctx, "app", tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+	}
+	if declined := h.srv.cur.Load().pqDeclined.Load(); declined != (curve != tls.X25519MLKEM768) {
+		t.Fatalf("upstream settles on %v; iamdb stopped offering the post-quantum key share: %v", curve, declined)
 	}
 }

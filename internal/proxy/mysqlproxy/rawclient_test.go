@@ -47,9 +47,19 @@ const rawClientCaps = capLongFlag | capProtocol41 | capSecureConnection | capPlu
 // clear-text password, answering the proxy's auth switch.
 func (h *harness) rawLogin(user, password string) (*rawClient, error) {
 	h.t.Helper()
+	return h.rawLoginTo(h.database, user, password)
+}
+
+// rawLoginTo is rawLogin with the given database ("": none).
+func (h *harness) rawLoginTo(database, user, password string) (*rawClient, error) {
+	h.t.Helper()
 	rc := h.rawDial()
-	resp := &handshakeResponse{caps: rawClientCaps | capSSL | capMySQL, maxPacket: 1 << 24, charset: 45,
-		user: user, database: h.database, plugin: pluginNative}
+	caps := rawClientCaps | capSSL | capMySQL
+	if database == "" {
+		caps &^= capConnectWithDB
+	}
+	resp := &handshakeResponse{caps: caps, maxPacket: 1 << 24, charset: 45,
+		user: user, database: database, plugin: pluginNative}
 	resp.authData = scrambleNative(rc.greet.scramble, password)
 	if err := rc.pc.write(resp.encode(true)); err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iamdb/iamdb/internal/audit"
 	"github.com/iamdb/iamdb/internal/authn"
 	"github.com/iamdb/iamdb/internal/proxy"
 )
@@ -54,6 +55,15 @@ type Config struct {
 	HandshakeTimeout time.Duration // default 10s
 	Logger           *slog.Logger  // default: discard
 	Observer         Observer      // default: NopObserver
+	// Audit records connect, disconnect and statement events; default
+	// audit.Nop. An Emit error on an accepted login refuses it.
+	Audit audit.Emitter
+	// Statements selects the sessions whose statements are audited.
+	Statements audit.StatementPolicy
+	// Pool is the reuse of upstream sessions by IAM logins.
+	Pool Pool
+	// Admission is the instance's admission control; nil admits all.
+	Admission proxy.Admission
 }
 
 // settings is an immutable, validated snapshot of Config. Each connection
@@ -68,6 +78,14 @@ type settings struct {
 	handshakeTimeout time.Duration
 	log              *slog.Logger
 	obs              Observer
+	audit            audit.Emitter
+	statements       audit.StatementPolicy
+	pool             Pool
+	// upstreamNoPQ is upstream.TLS without the post-quantum key share,
+	// used once pqDeclined: see upstreamTLSConfig.
+	upstreamNoPQ *tls.Config
+	pqDeclined   atomic.Bool
+	admission    proxy.Admission
 }
 
 func (c Config) settings() (*settings, error) {
@@ -92,9 +110,15 @@ func (c Config) settings() (*settings, error) {
 		handshakeTimeout: c.HandshakeTimeout,
 		log:              c.Logger,
 		obs:              c.Observer,
+		audit:            c.Audit,
+		statements:       c.Statements,
+		pool:             c.Pool,
+		admission:        c.Admission,
 	}
 	if st.upstream.TLS != nil {
 		st.upstream.TLS = st.upstream.TLS.Clone()
+		st.upstream.TLS.DynamicRecordSizingDisabled = true // see serverTLS
+		st.upstreamNoPQ = withoutPQKeyShare(st.upstream.TLS)
 		if st.upstream.TLS.ServerName == "" {
 			// Verify the upstream as the host it is dialled by, as
 			// database clients do.
@@ -116,6 +140,9 @@ func (c Config) settings() (*settings, error) {
 	if st.obs == nil {
 		st.obs = NopObserver{}
 	}
+	if st.audit == nil {
+		st.audit = audit.Nop{}
+	}
 	st.log = st.log.With("instance", c.Instance.Name)
 	return st, nil
 }
@@ -123,8 +150,16 @@ func (c Config) settings() (*settings, error) {
 // serverTLS clones the operator's configuration with iamdb's floor, TLS
 // 1.2. A GetConfigForClient callback replaces the whole configuration and
 // must set it itself.
+//
+// Dynamic record sizing is off on both legs: it starts every connection
+// with records of one TCP segment, growing over its first 128 KiB, and
+// crypto/tls writes each record with its own system call, so a 32 KiB
+// chunk of a result would take some twenty writes. Its purpose, letting
+// a browser render the first bytes of a page early, does not apply to a
+// relay that passes on whatever it reads at once.
 func serverTLS(in *tls.Config) *tls.Config {
 	c := in.Clone()
+	c.DynamicRecordSizingDisabled = true
 	if c.MinVersion < tls.VersionTLS12 {
 		c.MinVersion = tls.VersionTLS12
 	}
@@ -143,6 +178,8 @@ type Server struct {
 
 	// life accepts, tracks, drains and closes client connections.
 	life *proxy.Lifecycle
+	// pool keeps upstream sessions for IAM logins to reuse.
+	pool *upstreamPool
 
 	active atomic.Int64
 }
@@ -158,7 +195,14 @@ func New(cfg Config) (*Server, error) {
 		dial:      (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 	}
 	s.life = proxy.NewLifecycle("mysqlproxy", func() *slog.Logger { return s.cur.Load().log })
+	s.pool = newUpstreamPool(func(idle int) {
+		cur := s.cur.Load()
+		if po, ok := cur.obs.(PoolObserver); ok {
+			po.UpstreamPoolIdle(cur.instance.Name, idle)
+		}
+	})
 	s.cur.Store(st)
+	s.pool.configure(st.pool)
 	return s, nil
 }
 
@@ -174,13 +218,29 @@ func (s *Server) Update(cfg Config) {
 	if cfg.Observer == nil {
 		cfg.Observer = old.obs
 	}
+	if cfg.Audit == nil {
+		cfg.Audit = old.audit
+	}
 	st, err := cfg.settings()
 	if err != nil {
 		old.log.Error("configuration update ignored", "err", err)
 		return
 	}
 	s.cur.Store(st)
+	if !sameUpstream(old.upstream, st.upstream) {
+		// Idle sessions lead to the previous upstream.
+		s.pool.flush()
+	}
+	s.pool.configure(st.pool)
 }
+
+// FlushPool closes the idle upstream sessions, and those in use when
+// their clients quit: they were opened under settings that changed (the
+// backend login, say).
+func (s *Server) FlushPool() { s.pool.flush() }
+
+// IdleUpstreamSessions is the number of upstream sessions the pool holds.
+func (s *Server) IdleUpstreamSessions() int { return s.pool.idle() }
 
 // ActiveSessions is the number of sessions past login, relaying.
 func (s *Server) ActiveSessions() int { return int(s.active.Load()) }
@@ -196,7 +256,13 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting, waits for logins and sessions to end until ctx
 // is done, then closes the remaining ones and returns ctx's error.
-func (s *Server) Shutdown(ctx context.Context) error { return s.life.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.pool.close()
+	return s.life.Shutdown(ctx)
+}
 
 // Close stops accepting and closes every connection at once.
-func (s *Server) Close() error { return s.life.Close() }
+func (s *Server) Close() error {
+	s.pool.close()
+	return s.life.Close()
+}

@@ -148,7 +148,7 @@ func (l *login) dialUpstream(ctx context.Context) (*upstreamLeg, *failure) {
 		return nil, l.unavailable(err)
 	}
 	if !l.cc.SetUpstream(conn) {
-		return nil, &failure{result: ResultClientClosed}
+		return nil, &failure{result: ResultClientClosed, reason: "the listener closed the connection during the login"}
 	}
 	leg := &upstreamLeg{conn: conn, pc: &packetConn{rw: conn}}
 	fail := func(f *failure) (*upstreamLeg, *failure) {
@@ -164,7 +164,7 @@ func (l *login) dialUpstream(ctx context.Context) (*upstreamLeg, *failure) {
 	var me *mysqlError
 	if errors.As(err, &me) {
 		l.log.Warn("upstream refused the connection", "code", me.code, "message", me.message)
-		return fail(&failure{result: ResultUpstreamRejected, client: me})
+		return fail(&failure{result: ResultUpstreamRejected, reason: fmt.Sprintf("the upstream refused the connection: %d %s", me.code, me.message), client: me})
 	}
 	if err != nil {
 		return fail(l.upstreamProtocol(err.Error()))
@@ -178,14 +178,16 @@ func (l *login) dialUpstream(ctx context.Context) (*upstreamLeg, *failure) {
 	if missing := want &^ g.caps; missing != 0 {
 		l.log.Warn("the upstream no longer supports what the client was offered; the next client will be greeted as the upstream now is",
 			"missing_capabilities", fmt.Sprintf("%#x", missing))
-		return fail(&failure{result: ResultProtocolError, client: &mysqlError{code: erHandshake, sqlState: "08S01",
-			message: fmt.Sprintf("iamdb: instance %s: the upstream server changed during the login; connect again", l.st.instance.Name)}})
+		return fail(&failure{result: ResultProtocolError, reason: fmt.Sprintf("the upstream no longer supports capabilities %#x the client was offered", missing),
+			client: &mysqlError{code: erHandshake, sqlState: "08S01",
+				message: fmt.Sprintf("iamdb: instance %s: the upstream server changed during the login; connect again", l.st.instance.Name)}})
 	}
 	caps := want | capProtocol41 | capSecureConnection | capPluginAuth | (g.caps & (capMySQL | capPluginAuthLenencData))
 	if l.resp.database != "" {
 		caps |= capConnectWithDB
 	}
-	if l.caps&capConnectAttrs != 0 && g.caps&capConnectAttrs != 0 {
+	attrs := l.upstreamAttrs()
+	if attrs != nil && g.caps&capConnectAttrs != 0 {
 		caps |= capConnectAttrs
 	}
 	if up.TLS != nil {
@@ -195,19 +197,75 @@ func (l *login) dialUpstream(ctx context.Context) (*upstreamLeg, *failure) {
 		caps |= capSSL
 	}
 	leg.resp = &handshakeResponse{caps: caps, maxPacket: l.resp.maxPacket, charset: l.resp.charset,
-		user: l.resp.user, database: l.resp.database, attrs: l.resp.attrs}
+		user: l.resp.user, database: l.resp.database, attrs: attrs}
 	if up.TLS != nil {
 		if err := leg.pc.write(leg.resp.encode(true)); err != nil {
 			return fail(l.upstreamIOError(ctx, err))
 		}
-		tc := tls.Client(conn, up.TLS)
+		offered := l.st.upstreamTLSConfig()
+		tc := tls.Client(conn, offered)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return fail(l.upstreamIOError(ctx, fmt.Errorf("TLS handshake: %w", err)))
 		}
+		l.st.notePQ(offered, tc.ConnectionState().CurveID)
 		leg.conn, leg.pc.rw, leg.secure = tc, tc, true
 		l.cc.SetUpstream(tc)
 	}
 	return leg, nil
+}
+
+// upstreamAttrs are the connection attributes of the upstream login: the
+// client's, and for an IAM login the principal first (principalAttr). A
+// client's own attribute of that name is dropped. nil: none to send.
+func (l *login) upstreamAttrs() []byte {
+	var attrs []byte
+	if l.caps&capConnectAttrs != 0 {
+		attrs = l.resp.attrs
+	}
+	p := l.ac.Principal
+	if p == nil || !l.iam {
+		return attrs
+	}
+	out := withAttr(nil, principalAttr, p.ARN)
+	forEachAttr(attrs, func(k, v string) {
+		if k != principalAttr {
+			out = withAttr(out, k, v)
+		}
+	})
+	return out
+}
+
+// withoutPQKeyShare is c offering classic key exchanges only, X25519
+// first, unless the operator chose the key exchanges. Go's client always
+// sends a key share of the hybrid X25519MLKEM768 when it may use it, and
+// computing it is the largest avoidable cost of an upstream handshake:
+// MariaDB and MySQL built with OpenSSL before 3.5 cannot use it and settle
+// on X25519. See settings.upstreamTLSConfig for when it is used.
+func withoutPQKeyShare(c *tls.Config) *tls.Config {
+	if c == nil || len(c.CurvePreferences) > 0 {
+		return c
+	}
+	c = c.Clone()
+	c.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384}
+	return c
+}
+
+// upstreamTLSConfig is the TLS configuration of the next upstream login:
+// post-quantum key exchange is offered until an upstream handshake shows
+// that the server does not take it, then no longer, until the
+// configuration changes. An upstream that can use it keeps using it.
+func (st *settings) upstreamTLSConfig() *tls.Config {
+	if st.upstreamNoPQ != nil && st.pqDeclined.Load() {
+		return st.upstreamNoPQ
+	}
+	return st.upstream.TLS
+}
+
+// notePQ records the key exchange an upstream handshake settled on.
+func (st *settings) notePQ(offered *tls.Config, curve tls.CurveID) {
+	if offered == st.upstream.TLS && curve != 0 && curve != tls.X25519MLKEM768 && st.upstreamNoPQ != st.upstream.TLS {
+		st.pqDeclined.Store(true)
+	}
 }
 
 // upstreamIOError classifies a failed read or write on the upstream leg.
@@ -224,7 +282,7 @@ func (l *login) upstreamIOError(ctx context.Context, err error) *failure {
 
 func (l *login) upstreamProtocol(what string) *failure {
 	l.log.Error("upstream protocol violation during login", "detail", what)
-	return &failure{result: ResultProtocolError, client: &mysqlError{code: erHandshake, sqlState: "08S01",
+	return &failure{result: ResultProtocolError, reason: "unexpected answer from the upstream during login: " + what, client: &mysqlError{code: erHandshake, sqlState: "08S01",
 		message: fmt.Sprintf("iamdb: instance %s: unexpected answer from the upstream during login", l.st.instance.Name)}}
 }
 
@@ -233,7 +291,35 @@ func (l *login) upstreamProtocol(what string) *failure {
 func (l *login) upstreamRejected(p []byte, msg string) *failure {
 	e := parseError(p)
 	l.log.Warn(msg, "code", e.code, "message", e.message)
-	return &failure{result: ResultUpstreamRejected, client: e}
+	return &failure{result: ResultUpstreamRejected, reason: fmt.Sprintf("the upstream refused the login: %d %s", e.code, e.message), client: e}
+}
+
+// upstreamSession gives an IAM login its upstream session: an idle one
+// from the pool when there is one of the same kind (see pool.go), else a
+// new login to the upstream.
+func (l *login) upstreamSession(ctx context.Context, password string) (*session, *failure) {
+	gen, on := l.srv.pool.generation()
+	if !on {
+		return l.connectUpstream(ctx, password)
+	}
+	key := l.poolKey(password)
+	if us := l.srv.pool.get(key); us != nil {
+		if !l.cc.SetUpstream(us.conn) {
+			return nil, &failure{result: ResultClientClosed, reason: "the listener closed the connection during the login"}
+		}
+		if po, ok := l.st.obs.(PoolObserver); ok {
+			po.UpstreamSessionReused(l.st.instance.Name)
+		}
+		l.log.Debug("upstream session reused", "upstream_connection_id", us.id)
+		sess := &session{upstream: us.conn, upstreamID: us.id, loginOK: us.ok, reuse: us}
+		return l.ready(ctx, sess, us.ok, "reused")
+	}
+	sess, f := l.connectUpstream(ctx, password)
+	if f == nil {
+		sess.reuse = &upstreamSession{key: key, conn: sess.upstream, id: sess.upstreamID, ok: sess.loginOK,
+			created: l.srv.pool.now(), gen: gen}
+	}
+	return sess, f
 }
 
 // connectUpstream logs in to the upstream as the client's user with
@@ -244,7 +330,7 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 	if f != nil {
 		return nil, f
 	}
-	sess := &session{upstream: leg.conn}
+	sess := &session{upstream: leg.conn, upstreamID: leg.greet.connectionID}
 	fail := func(f *failure) (*session, *failure) { return sess, f }
 
 	plugin, scramble := leg.greet.plugin, leg.greet.scramble
@@ -267,6 +353,7 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 		var answer []byte
 		switch p[0] {
 		case pktOK:
+			sess.loginOK = p
 			return l.ready(ctx, sess, p, "upstream login")
 		case pktERR:
 			return fail(l.upstreamRejected(p, "upstream refused the login"))
@@ -312,13 +399,16 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 
 func (l *login) upstreamAuthUnsupported(err error) *failure {
 	l.log.Error("cannot log in to the upstream", "err", err)
-	return &failure{result: ResultUpstreamRejected, client: &mysqlError{code: erAccessDenied, sqlState: "28000",
+	return &failure{result: ResultUpstreamRejected, reason: "cannot log in to the upstream: " + err.Error(), client: &mysqlError{code: erAccessDenied, sqlState: "28000",
 		message: fmt.Sprintf("iamdb: instance %s: %v", l.st.instance.Name, err)}}
 }
 
 // ready passes the upstream's OK packet to the client: the session is
 // relayed from here on.
 func (l *login) ready(ctx context.Context, sess *session, ok []byte, how string) (*session, *failure) {
+	if f := l.auditAccepted(ctx, sess.upstreamID); f != nil {
+		return sess, f
+	}
 	if err := l.pc.write(ok); err != nil {
 		f := l.classify(ctx, err, "ready")
 		return sess, &f
@@ -340,8 +430,9 @@ func (l *login) loginPassword(ctx context.Context) (*session, *failure) {
 	if f != nil {
 		return nil, f
 	}
-	sess := &session{upstream: leg.conn}
+	sess := &session{upstream: leg.conn, upstreamID: leg.greet.connectionID}
 	fail := func(f *failure) (*session, *failure) { return sess, f }
+	l.passwordStep = true
 	clientAnswer := func() ([]byte, *failure) {
 		p, err := l.pc.read(maxLoginPacket)
 		if err != nil {

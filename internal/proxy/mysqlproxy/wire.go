@@ -30,34 +30,37 @@ var errProtocol = errors.New("protocol violation")
 // https://dev.mysql.com/doc/dev/mysql-server/latest/group__group__cs__capabilities__flags.html
 // https://mariadb.com/kb/en/connection/#capabilities
 const (
-	capMySQL                   uint64 = 1 << 0 // CLIENT_LONG_PASSWORD; unset by MariaDB ≥ 10.2 servers
-	capFoundRows               uint64 = 1 << 1
-	capLongFlag                uint64 = 1 << 2
-	capConnectWithDB           uint64 = 1 << 3
-	capCompress                uint64 = 1 << 5
-	capLocalFiles              uint64 = 1 << 7
-	capProtocol41              uint64 = 1 << 9
-	capInteractive             uint64 = 1 << 10
-	capSSL                     uint64 = 1 << 11
-	capTransactions            uint64 = 1 << 13
-	capSecureConnection        uint64 = 1 << 15
-	capMultiStatements         uint64 = 1 << 16
-	capMultiResults            uint64 = 1 << 17
-	capPSMultiResults          uint64 = 1 << 18
-	capPluginAuth              uint64 = 1 << 19
-	capConnectAttrs            uint64 = 1 << 20
-	capPluginAuthLenencData    uint64 = 1 << 21
-	capCanHandleExpiredPasswds uint64 = 1 << 22
-	capSessionTrack            uint64 = 1 << 23
-	capDeprecateEOF            uint64 = 1 << 24
-	capZstdCompression         uint64 = 1 << 26
-	capSSLVerifyServerCert     uint64 = 1 << 30
-	capRememberOptions         uint64 = 1 << 31
+	capMySQL                     uint64 = 1 << 0 // CLIENT_LONG_PASSWORD; unset by MariaDB ≥ 10.2 servers
+	capFoundRows                 uint64 = 1 << 1
+	capLongFlag                  uint64 = 1 << 2
+	capConnectWithDB             uint64 = 1 << 3
+	capCompress                  uint64 = 1 << 5
+	capLocalFiles                uint64 = 1 << 7
+	capProtocol41                uint64 = 1 << 9
+	capInteractive               uint64 = 1 << 10
+	capSSL                       uint64 = 1 << 11
+	capTransactions              uint64 = 1 << 13
+	capSecureConnection          uint64 = 1 << 15
+	capMultiStatements           uint64 = 1 << 16
+	capMultiResults              uint64 = 1 << 17
+	capPSMultiResults            uint64 = 1 << 18
+	capPluginAuth                uint64 = 1 << 19
+	capConnectAttrs              uint64 = 1 << 20
+	capPluginAuthLenencData      uint64 = 1 << 21
+	capCanHandleExpiredPasswds   uint64 = 1 << 22
+	capSessionTrack              uint64 = 1 << 23
+	capDeprecateEOF              uint64 = 1 << 24
+	capOptionalResultsetMetadata uint64 = 1 << 25
+	capZstdCompression           uint64 = 1 << 26
+	capQueryAttributes           uint64 = 1 << 27
+	capSSLVerifyServerCert       uint64 = 1 << 30
+	capRememberOptions           uint64 = 1 << 31
 
 	// MariaDB's extended capabilities start at bit 32; they pass through
 	// as the upstream offers them (progress reports, bulk operations,
 	// extended and cached metadata …).
-	capMariaDBStmtBulk uint64 = 1 << 34
+	capMariaDBStmtBulk      uint64 = 1 << 34
+	capMariaDBCacheMetadata uint64 = 1 << 36
 )
 
 // handshakeOnlyCaps only shape the login itself (TLS, how the user,
@@ -72,15 +75,43 @@ const handshakeOnlyCaps = capMySQL | capConnectWithDB | capSSL | capSecureConnec
 // need iamdb to speak the compressed protocol in its own OK packet.
 const neverOffered = capCompress | capZstdCompression
 
-// Packet headers that open a login reply.
+// Packet headers that open a login reply or an answer.
 const (
 	pktOK          = 0x00
 	pktAuthMore    = 0x01
 	pktAuthSwitch  = 0xfe
+	pktEOF         = 0xfe
+	pktLocalInfile = 0xfb
 	pktERR         = 0xff
-	comChangeUser  = 0x11
 	sslRequestSize = 32
 )
+
+// Commands (the first byte of a command packet).
+// https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_command_phase.html
+const (
+	comQuit             = 0x01
+	comInitDB           = 0x02
+	comQuery            = 0x03
+	comFieldList        = 0x04
+	comProcessInfo      = 0x0a
+	comChangeUser       = 0x11
+	comBinlogDump       = 0x12
+	comStmtPrepare      = 0x16
+	comStmtExecute      = 0x17
+	comStmtSendLongData = 0x18
+	comStmtClose        = 0x19
+	comStmtReset        = 0x1a
+	comStmtFetch        = 0x1c
+	comBinlogDumpGTID   = 0x1e
+	comResetConnection  = 0x1f
+	comStmtBulkExecute  = 0xfa // MariaDB
+)
+
+// answered reports whether the server answers cmd: COM_QUIT,
+// COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA get no answer.
+func answered(cmd byte) bool {
+	return cmd != comQuit && cmd != comStmtClose && cmd != comStmtSendLongData
+}
 
 // Authentication plugins.
 const (
