@@ -15,7 +15,10 @@
 // For each target, in this order: memory per idle client connection (only
 // for the PgBouncer and iamdb processes: VmRSS before and after opening N
 // idle connections), new TLS logins per second (C goroutines each looping
-// connect, SELECT 1, close), then pgbench -S TPS and latency. iamdb is
+// connect, SELECT 1, close), then pgbench -S TPS and latency; for iamdb,
+// which runs with its defaults (upstream session pool on), the logins once
+// more after a reload with the pool off, and how many logins reused an
+// upstream session (from its /metrics). iamdb is
 // measured last because its managed backend authentication replaces the
 // database user's password on first login, which would lock the direct and
 // PgBouncer targets out; each target's own process is stopped before the

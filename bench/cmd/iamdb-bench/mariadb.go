@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,18 +36,26 @@ const (
 	// layout); small enough to load in a second, large enough that the
 	// selects are not all one row.
 	mariaRows = 10000
+	// mariaDirectUser is the direct target's user, a twin of benchUser
+	// (same plugin, same grants): iamdb's managed mode gives benchUser a
+	// password of its own at its first login, and the two targets are
+	// measured in turns.
+	mariaDirectUser = benchUser + "_direct"
+	// mariaRounds is how many turns each target gets per measurement.
+	mariaRounds = 4
 )
 
 // mariadb is the throwaway MariaDB server of the MariaDB rows.
 type mariadb struct {
 	*testdb.MariaDBServer
-	appPassword string
-	version     string
+	appPassword    string // benchUser's, until iamdb manages it
+	directPassword string // mariaDirectUser's
+	version        string
 }
 
 // startMariaDB starts MariaDB with TLS, creates the bench database, a
-// table sbtest of mariaRows rows and the user app@'%' with a
-// mysql_native_password password and SELECT on it.
+// table sbtest of mariaRows rows and the users app@'%' and
+// app_direct@'%' with mysql_native_password passwords and SELECT on it.
 func startMariaDB(ctx context.Context, cl *cleanups, log *slog.Logger) (*mariadb, error) {
 	log.Info("starting MariaDB")
 	srv, err := testdb.StartMariaDB(ctx, testdb.MariaDBOptions{TLS: true})
@@ -57,7 +66,7 @@ func startMariaDB(ctx context.Context, cl *cleanups, log *slog.Logger) (*mariadb
 		return nil, err
 	}
 	cl.add(srv.Stop)
-	m := &mariadb{MariaDBServer: srv, appPassword: rand.Text()}
+	m := &mariadb{MariaDBServer: srv, appPassword: rand.Text(), directPassword: rand.Text()}
 	root, err := sql.Open("mysql", srv.RootDSN())
 	if err != nil {
 		return nil, err
@@ -70,6 +79,8 @@ func startMariaDB(ctx context.Context, cl *cleanups, log *slog.Logger) (*mariadb
 		fmt.Sprintf("INSERT INTO %s.sbtest SELECT seq, seq %% 1000, REPEAT(CHAR(97 + seq %% 26), 120), REPEAT('x', 60) FROM %s.seq_1_to_%d", benchDB, benchDB, mariaRows),
 		fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", benchUser, m.appPassword),
 		fmt.Sprintf("GRANT SELECT ON %s.* TO '%s'@'%%'", benchDB, benchUser),
+		fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", mariaDirectUser, m.directPassword),
+		fmt.Sprintf("GRANT SELECT ON %s.* TO '%s'@'%%'", benchDB, mariaDirectUser),
 	} {
 		if _, err := root.ExecContext(ctx, stmt); err != nil {
 			return nil, fmt.Errorf("set up MariaDB: %s: %w", strings.SplitN(stmt, " IDENTIFIED", 2)[0], err)
@@ -82,13 +93,17 @@ func startMariaDB(ctx context.Context, cl *cleanups, log *slog.Logger) (*mariadb
 	return m, nil
 }
 
-// mysqlTarget is one way of reaching MariaDB's bench database as app.
+// mysqlTarget is one way of reaching MariaDB's bench database.
 type mysqlTarget struct {
 	name     string
 	addr     string
+	user     string
 	tls      *tls.Config
 	password func() (string, error)
 	note     string
+	// reusedLogins reads iamdb's count of logins that took an idle
+	// upstream session; nil for direct MariaDB.
+	reusedLogins func(context.Context) (int64, error)
 }
 
 func (m *mariadb) directTarget() (*mysqlTarget, error) {
@@ -99,9 +114,10 @@ func (m *mariadb) directTarget() (*mysqlTarget, error) {
 	return &mysqlTarget{
 		name:     mariaDirect,
 		addr:     m.Addr(),
+		user:     mariaDirectUser,
 		tls:      tlsCfg,
-		password: func() (string, error) { return m.appPassword, nil },
-		note:     "MariaDB " + m.version + ", app with mysql_native_password over TLS (CA verified)",
+		password: func() (string, error) { return m.directPassword, nil },
+		note:     "MariaDB " + m.version + ", " + mariaDirectUser + " (app's twin) with mysql_native_password over TLS (CA verified)",
 	}, nil
 }
 
@@ -114,7 +130,7 @@ func (t *mysqlTarget) connector() (driver.Connector, error) {
 		return nil, err
 	}
 	cfg := mysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.DBName = benchUser, pw, benchDB
+	cfg.User, cfg.Passwd, cfg.DBName = t.user, pw, benchDB
 	cfg.Net, cfg.Addr = "tcp", t.addr
 	cfg.TLS = t.tls
 	// iamdb asks for the token with mysql_clear_password, as RDS does.
@@ -173,21 +189,111 @@ func (e *errorSamples) add(err error) {
 	}
 }
 
-// measureMySQL runs the MariaDB measurements of t: new TLS logins per
-// second, then point-SELECT throughput over persistent connections.
-func measureMySQL(ctx context.Context, t *mysqlTarget, opt options, log *slog.Logger) result {
-	r := result{target: t.name, note: t.note}
-	if ctx.Err() == nil {
-		log.Info("measuring new TLS logins", "target", t.name, "clients", opt.Clients, "duration", opt.Duration)
-		r.logins, r.loginsErr = measureMySQLLogins(ctx, t, opt.Clients, opt.Duration)
-		logDone(log, t.name, "logins", r.loginsErr)
+// measureMySQL runs the MariaDB measurements of the targets side by
+// side: new TLS logins per second, then point-SELECT throughput over
+// persistent connections. Each measurement is cut into mariaRounds turns
+// per target, taken in alternating order (A B, B A, …), so that whatever
+// else loads the machine meanwhile weighs on every target alike; each
+// target's figures add up its turns.
+func measureMySQL(ctx context.Context, targets []*mysqlTarget, opt options, log *slog.Logger) []result {
+	res := make([]result, len(targets))
+	reusedBefore := make([]int64, len(targets))
+	for i, t := range targets {
+		res[i] = result{target: t.name, note: t.note}
+		reusedBefore[i] = reusedSoFarMySQL(ctx, t)
 	}
-	if ctx.Err() == nil {
-		log.Info("measuring point-SELECT throughput", "target", t.name, "clients", opt.Clients, "duration", opt.Duration)
-		r.qps, r.qpsErr = measurePointSelects(ctx, t, opt.Clients, opt.Duration)
-		logDone(log, t.name, "point selects", r.qpsErr)
+	turn := opt.Duration / mariaRounds
+	order := func(round int) []int {
+		idx := make([]int, len(targets))
+		for i := range idx {
+			idx[i] = i
+			if round%2 == 1 {
+				idx[i] = len(targets) - 1 - i
+			}
+		}
+		return idx
 	}
-	return r
+	log.Info("measuring new TLS logins, targets in turns", "clients", opt.Clients, "duration", opt.Duration, "rounds", mariaRounds)
+	for round := 0; round < mariaRounds && ctx.Err() == nil; round++ {
+		for _, i := range order(round) {
+			if res[i].loginsErr != nil {
+				continue
+			}
+			s, err := measureMySQLLogins(ctx, targets[i], opt.Clients, turn)
+			if err != nil {
+				res[i].logins, res[i].loginsErr = nil, err
+				continue
+			}
+			res[i].logins = addLoginStats(res[i].logins, s)
+		}
+	}
+	for i, t := range targets {
+		logDone(log, t.name, "logins", res[i].loginsErr)
+		if reusedBefore[i] >= 0 && res[i].logins != nil {
+			if after := reusedSoFarMySQL(ctx, t); after >= reusedBefore[i] {
+				res[i].note += fmt.Sprintf("; %d of the %d logins of the logins row took an idle upstream session (iamdb_upstream_pool_reused_total), the others dialled",
+					min(after-reusedBefore[i], res[i].logins.ok+res[i].logins.failed), res[i].logins.ok+res[i].logins.failed)
+			}
+		}
+	}
+	log.Info("measuring point-SELECT throughput, targets in turns", "clients", opt.Clients, "duration", opt.Duration, "rounds", mariaRounds)
+	for round := 0; round < mariaRounds && ctx.Err() == nil; round++ {
+		for _, i := range order(round) {
+			if res[i].qpsErr != nil {
+				continue
+			}
+			s, err := measurePointSelects(ctx, targets[i], opt.Clients, turn)
+			if err != nil {
+				res[i].qps, res[i].qpsErr = nil, err
+				continue
+			}
+			res[i].qps = addQPSStats(res[i].qps, s)
+		}
+	}
+	for i, t := range targets {
+		logDone(log, t.name, "point selects", res[i].qpsErr)
+	}
+	return res
+}
+
+// reusedSoFarMySQL is the target's count of logins that took an idle
+// upstream session, or -1 when it has none or it cannot be read.
+func reusedSoFarMySQL(ctx context.Context, t *mysqlTarget) int64 {
+	if t.reusedLogins == nil {
+		return -1
+	}
+	n, err := t.reusedLogins(ctx)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func addLoginStats(sum, s *loginStats) *loginStats {
+	if sum == nil {
+		return s
+	}
+	out := &loginStats{ok: sum.ok + s.ok, failed: sum.failed + s.failed, elapsed: sum.elapsed + s.elapsed, errors: sum.errors}
+	for _, e := range s.errors {
+		if len(out.errors) < 3 && !slices.Contains(out.errors, e) {
+			out.errors = append(out.errors, e)
+		}
+	}
+	return out
+}
+
+func addQPSStats(sum, s *qpsStats) *qpsStats {
+	if sum == nil {
+		return s
+	}
+	out := &qpsStats{queries: sum.queries + s.queries, failed: sum.failed + s.failed, clients: s.clients,
+		elapsed: sum.elapsed + s.elapsed, errors: sum.errors}
+	for _, e := range s.errors {
+		if len(out.errors) < 3 && !slices.Contains(out.errors, e) {
+			out.errors = append(out.errors, e)
+		}
+	}
+	return out
 }
 
 // measureMySQLLogins runs clients goroutines for d, each looping over a
@@ -436,23 +542,27 @@ policies:
 		args: []string{"token", "--hostname", "127.0.0.1", "--port", strconv.Itoa(listenPort),
 			"--username", benchUser, "--region", iamdbRegion, "--config", cfgPath},
 	}
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	t := &mysqlTarget{
 		name:     mariaIAMDB,
 		addr:     fmt.Sprintf("127.0.0.1:%d", listenPort),
+		user:     benchUser,
 		tls:      &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12},
 		password: func() (string, error) { return tokens.get(ctx) },
-		note:     "backend_auth managed (mysql_native_password), upstream.tls verify-full, one reused IAM token via mysql_clear_password over TLS",
+		note:     "backend_auth managed (mysql_native_password), upstream.tls verify-full, pool: default (on), one reused IAM token via mysql_clear_password over TLS",
+		reusedLogins: func(ctx context.Context) (int64, error) {
+			return scrapeCounter(ctx, metrics, `iamdb_upstream_pool_reused_total{instance="`+iamdbMySQLInstance+`"}`)
+		},
 	}
-	// The first login also makes managed mode set app's backend password,
-	// which locks the direct target out: iamdb goes last.
+	// The first login also makes managed mode set app's backend password.
 	if err := waitReady(ctx, proc, 15*time.Second, t.probe); err != nil {
 		return nil, fmt.Errorf("log in through iamdb: %w", err)
 	}
 	return t, nil
 }
 
-// runMariaDB measures direct MariaDB and iamdb in front of it; a MariaDB
-// that is not installed yields n/a columns.
+// runMariaDB measures direct MariaDB and iamdb in front of it, side by
+// side; a MariaDB that is not installed yields n/a columns.
 func runMariaDB(ctx context.Context, rep *report, opt options, log *slog.Logger) {
 	var cl cleanups
 	defer cl.run(log)
@@ -471,26 +581,31 @@ func runMariaDB(ctx context.Context, rep *report, opt options, log *slog.Logger)
 		rep.add(result{target: mariaIAMDB, unavailable: reason})
 		return
 	}
+	var targets []*mysqlTarget
+	var unavailable []result
 	direct, err := m.directTarget()
 	if err != nil {
-		rep.add(result{target: mariaDirect, unavailable: "failed to start", err: err})
+		unavailable = append(unavailable, result{target: mariaDirect, unavailable: "failed to start", err: err})
 	} else {
-		rep.add(measureMySQL(ctx, direct, opt, log))
+		targets = append(targets, direct)
 	}
-	func() {
-		var icl cleanups
-		defer icl.run(log)
-		t, err := startIAMDBMySQL(ctx, m, opt, &icl, log)
-		if err != nil {
-			var na *notAvailableError
-			if errors.As(err, &na) {
-				rep.add(result{target: mariaIAMDB, unavailable: na.reason})
-				return
+	t, err := startIAMDBMySQL(ctx, m, opt, &cl, log)
+	var na *notAvailableError
+	switch {
+	case errors.As(err, &na):
+		unavailable = append(unavailable, result{target: mariaIAMDB, unavailable: na.reason})
+	case err != nil:
+		log.Error("target failed to start", "target", mariaIAMDB, "err", err)
+		unavailable = append(unavailable, result{target: mariaIAMDB, unavailable: "failed to start", err: err})
+	default:
+		targets = append(targets, t)
+	}
+	measured := measureMySQL(ctx, targets, opt, log)
+	for _, name := range []string{mariaDirect, mariaIAMDB} {
+		for _, r := range append(measured, unavailable...) {
+			if r.target == name {
+				rep.add(r)
 			}
-			log.Error("target failed to start", "target", mariaIAMDB, "err", err)
-			rep.add(result{target: mariaIAMDB, unavailable: "failed to start", err: err})
-			return
 		}
-		rep.add(measureMySQL(ctx, t, opt, log))
-	}()
+	}
 }

@@ -34,6 +34,13 @@ type result struct {
 	memErr     error
 	qps        *qpsStats // MariaDB point selects
 	qpsErr     error
+
+	// reused is how many of the logins took an idle upstream session
+	// (iamdb; -1 when unknown).
+	reused int64
+	// loginsPoolOff: iamdb's logins again with its pool switched off.
+	loginsPoolOff    *loginStats
+	loginsPoolOffErr error
 }
 
 type loginStats struct {
@@ -61,7 +68,7 @@ func (m *memStats) perConnKiB() float64 { return float64(m.afterKB-m.beforeKB) /
 // memory first, on a process that has served only its readiness login, then
 // logins, then pgbench.
 func measure(ctx context.Context, t *target, opt options, log *slog.Logger) result {
-	r := result{target: t.name, note: t.note}
+	r := result{target: t.name, note: t.note, reused: -1}
 	if t.proc != nil && ctx.Err() == nil {
 		log.Info("measuring memory per idle connection", "target", t.name, "connections", opt.Idle)
 		r.mem, r.memErr = measureMemory(ctx, t, opt.Idle)
@@ -69,15 +76,35 @@ func measure(ctx context.Context, t *target, opt options, log *slog.Logger) resu
 	}
 	if ctx.Err() == nil {
 		log.Info("measuring new TLS logins", "target", t.name, "clients", opt.Clients, "duration", opt.Duration)
+		before, berr := reusedSoFar(ctx, t)
 		r.logins, r.loginsErr = measureLogins(ctx, t, opt.Clients, opt.Duration)
 		logDone(log, t.name, "logins", r.loginsErr)
+		if after, aerr := reusedSoFar(ctx, t); berr == nil && aerr == nil && before >= 0 && after >= before {
+			r.reused = after - before
+		}
 	}
 	if ctx.Err() == nil {
 		log.Info("running pgbench -S", "target", t.name, "clients", opt.Clients, "duration", opt.Duration)
 		r.pgbench, r.pgbenchErr = runPgbench(ctx, t, opt.Clients, opt.Duration)
 		logDone(log, t.name, "pgbench", r.pgbenchErr)
 	}
+	if t.poolOff != nil && ctx.Err() == nil {
+		log.Info("measuring new TLS logins with the upstream session pool off", "target", t.name)
+		if r.loginsPoolOffErr = t.poolOff(ctx); r.loginsPoolOffErr == nil {
+			r.loginsPoolOff, r.loginsPoolOffErr = measureLogins(ctx, t, opt.Clients, opt.Duration)
+		}
+		logDone(log, t.name, "logins with the pool off", r.loginsPoolOffErr)
+	}
 	return r
+}
+
+// reusedSoFar is the target's count of logins that reused an upstream
+// session, -1 for targets that do not count them.
+func reusedSoFar(ctx context.Context, t *target) (int64, error) {
+	if t.reusedLogins == nil {
+		return -1, nil
+	}
+	return t.reusedLogins(ctx)
 }
 
 func logDone(log *slog.Logger, target, what string, err error) {

@@ -35,10 +35,11 @@ func (r *report) get(target string) *result {
 // login or transaction error. An iamdb without `serve` is not a failure.
 func (r *report) failed() bool {
 	for _, res := range r.results {
-		if res.err != nil || res.loginsErr != nil || res.pgbenchErr != nil || res.memErr != nil || res.qpsErr != nil {
+		if res.err != nil || res.loginsErr != nil || res.pgbenchErr != nil || res.memErr != nil || res.qpsErr != nil || res.loginsPoolOffErr != nil {
 			return true
 		}
-		if (res.logins != nil && res.logins.failed > 0) || (res.pgbench != nil && res.pgbench.failed > 0) || (res.qps != nil && res.qps.failed > 0) {
+		if (res.logins != nil && res.logins.failed > 0) || (res.pgbench != nil && res.pgbench.failed > 0) || (res.qps != nil && res.qps.failed > 0) ||
+			(res.loginsPoolOff != nil && res.loginsPoolOff.failed > 0) {
 			return true
 		}
 	}
@@ -84,6 +85,22 @@ func (r *report) write(w io.Writer) {
 				return float64(res.logins.failed), true, nil
 			},
 			unit: "%.0f", noRatio: true, goal: "0 everywhere",
+		},
+		{
+			// The same direct and PgBouncer figures as above, against
+			// iamdb with every login dialling the upstream.
+			label: fmt.Sprintf("new TLS logins/s, iamdb pool off (%d clients)", c),
+			value: func(res *result) (float64, bool, error) {
+				stats, err := res.logins, res.loginsErr
+				if res.target == "iamdb" {
+					stats, err = res.loginsPoolOff, res.loginsPoolOffErr
+				}
+				if stats == nil {
+					return 0, true, orNotRun(err)
+				}
+				return stats.perSecond(), true, nil
+			},
+			unit: "%.0f", goal: "for comparison: each login dials the upstream",
 		},
 		{
 			label: fmt.Sprintf("pgbench -S TPS (%d clients)", c),
@@ -168,7 +185,9 @@ func (r *report) write(w io.Writer) {
 	fmt.Fprintf(w, "Machine: %s\n\n", r.machine)
 	fmt.Fprintf(w, "Run: %d clients, %s per throughput measurement, %d idle connections for memory; TLS on every hop "+
 		"(Go clients: sslmode=require, iamdb verify-full against its CA bundle; pgbench: sslmode=require; "+
-		"PostgreSQL and PgBouncer: scram-sha-256; iamdb: one reused IAM token, then TLS + SCRAM to PostgreSQL). "+
+		"PostgreSQL and PgBouncer: scram-sha-256; iamdb: one reused IAM token, then an idle upstream session left by an "+
+		"earlier client (reset with DISCARD ALL) or, when there is none, TLS + SCRAM to PostgreSQL; its default upstream "+
+		"session pool is on except in the pool-off row). "+
 		"MariaDB rows: go-sql-driver/mysql over TLS, direct with mysql_native_password, through iamdb with the token "+
 		"(mysql_clear_password) and a managed native password upstream; the direct column is then MariaDB itself.\n\n",
 		c, r.opt.Duration, r.opt.Idle)
@@ -218,10 +237,20 @@ func (r *report) write(w io.Writer) {
 		if res.note != "" {
 			notes = append(notes, res.target+": "+res.note+".")
 		}
+		if res.target == "iamdb" && res.logins != nil && res.reused >= 0 {
+			total := res.logins.ok + res.logins.failed
+			notes = append(notes, fmt.Sprintf("iamdb: %d of the %d logins of the logins row took an idle upstream session (iamdb_upstream_pool_reused_total); the others dialled.",
+				min(res.reused, total), total))
+		}
+		if res.loginsPoolOff != nil {
+			for _, e := range res.loginsPoolOff.errors {
+				notes = append(notes, fmt.Sprintf("%s login error with the pool off: %s", res.target, e))
+			}
+		}
 		for _, m := range []struct {
 			what string
 			err  error
-		}{{"logins", res.loginsErr}, {"pgbench", res.pgbenchErr}, {"memory", res.memErr}, {"point selects", res.qpsErr}} {
+		}{{"logins", res.loginsErr}, {"pgbench", res.pgbenchErr}, {"memory", res.memErr}, {"point selects", res.qpsErr}, {"logins with the pool off", res.loginsPoolOffErr}} {
 			if m.err != nil {
 				notes = append(notes, fmt.Sprintf("%s %s: %v", res.target, m.what, m.err))
 			}

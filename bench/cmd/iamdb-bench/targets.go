@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -38,6 +39,12 @@ type target struct {
 	// pgbench is the pgbench of PostgreSQL's own version.
 	pgbench string
 	note    string // for the report: how the target was set up
+	// reusedLogins, for iamdb, reads how many logins so far took an idle
+	// upstream session (iamdb_upstream_pool_reused_total).
+	reusedLogins func(context.Context) (int64, error)
+	// poolOff, for iamdb, turns its upstream session pool off (config
+	// file and SIGHUP), for a second login measurement.
+	poolOff func(context.Context) error
 }
 
 // connString is a pgconn connection string for app on the bench database.
@@ -334,6 +341,7 @@ policies:
 		args: []string{"token", "--hostname", "localhost", "--port", strconv.Itoa(listenPort),
 			"--username", benchUser, "--region", iamdbRegion, "--config", cfgPath},
 	}
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	t := &target{
 		name:        "iamdb",
 		host:        "localhost",
@@ -343,13 +351,88 @@ policies:
 		password:    func() (string, error) { return tokens.get(ctx) },
 		proc:        proc,
 		pgbench:     pg.pgbench,
-		note:        note + ", upstream.tls require",
+		note:        note + ", upstream.tls require, pool: default (on)",
+		reusedLogins: func(ctx context.Context) (int64, error) {
+			return scrapeCounter(ctx, metrics, `iamdb_upstream_pool_reused_total{instance="`+iamdbInstance+`"}`)
+		},
+		poolOff: func(ctx context.Context) error {
+			off := strings.Replace(cfg, "    limits:\n", "    pool:\n      enabled: false\n    limits:\n", 1)
+			if off == cfg {
+				return fmt.Errorf("cannot add pool.enabled false to the iamdb config")
+			}
+			if err := os.WriteFile(cfgPath, []byte(off), 0o600); err != nil {
+				return fmt.Errorf("write iamdb config: %w", err)
+			}
+			return reload(ctx, proc)
+		},
 	}
 	// The first login also makes managed mode set app's backend password.
 	if err := waitReady(ctx, proc, 15*time.Second, probeLogin(t)); err != nil {
 		return nil, fmt.Errorf("log in through iamdb: %w", err)
 	}
 	return t, nil
+}
+
+// reload sends iamdb serve SIGHUP and waits until its log says the
+// reload is done.
+func reload(ctx context.Context, proc *process) error {
+	st, err := os.Stat(proc.logPath)
+	if err != nil {
+		return fmt.Errorf("iamdb serve log: %w", err)
+	}
+	if err := proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		return fmt.Errorf("SIGHUP iamdb serve: %w", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		f, err := os.Open(proc.logPath)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(io.NewSectionReader(f, st.Size(), 1<<30))
+		f.Close()
+		if err != nil {
+			return err
+		}
+		switch {
+		case strings.Contains(string(b), "reload done"):
+			return nil
+		case strings.Contains(string(b), "configuration not reloaded"):
+			return fmt.Errorf("iamdb serve refused the configuration:\n%s", tail(string(b), 10))
+		case proc.exited():
+			return fmt.Errorf("iamdb serve exited during a reload:\n%s", proc.log())
+		case time.Now().After(deadline) || ctx.Err() != nil:
+			return fmt.Errorf("iamdb serve did not finish its reload within 15s:\n%s", proc.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// scrapeCounter reads one series from a Prometheus text endpoint.
+func scrapeCounter(ctx context.Context, url, series string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %q is not a number", series, v)
+			}
+			return int64(f), nil
+		}
+	}
+	return 0, nil // a counter not yet incremented is not exposed
 }
 
 // hasCommand reports whether this iamdb build has the subcommand args;
