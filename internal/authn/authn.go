@@ -99,16 +99,20 @@ type Authenticator struct {
 	now      func() time.Time
 	refresh  time.Duration
 
-	mu        sync.RWMutex
-	gen       int64
-	keys      map[string]*keyEntry   // access key id → credentials + principal
-	sets      map[string]*policy.Set // principal cache key → parsed policies
-	touched   map[string]time.Time   // access key id → last recorded use
-	tokens    *tokenCache            // verified tokens; see tokencache.go
-	keyLoads  flight[*keyEntry]      // one store read per key id at a time
-	setLoads  flight[*policy.Set]    // one store read per principal at a time
-	checkedAt atomic.Int64           // unix nanos of the last generation poll
-	polling   atomic.Bool
+	mu  sync.RWMutex
+	gen int64
+	// cacheEpoch counts the resets of keys and sets (under mu): a load
+	// that began before a reset must not put its result in the new maps,
+	// where a key deactivated or a Deny added meanwhile would be hidden.
+	cacheEpoch uint64
+	keys       map[string]*keyEntry   // access key id → credentials + principal
+	sets       map[string]*policy.Set // principal cache key → parsed policies
+	touched    map[string]time.Time   // access key id → last recorded use
+	tokens     *tokenCache            // verified tokens; see tokencache.go
+	keyLoads   flight[*keyEntry]      // one store read per key id at a time
+	setLoads   flight[*policy.Set]    // one store read per principal at a time
+	checkedAt  atomic.Int64           // unix nanos of the last generation poll
+	polling    atomic.Bool
 }
 
 type keyEntry struct {
@@ -154,6 +158,7 @@ func (a *Authenticator) Invalidate() {
 	a.mu.Lock()
 	a.keys = map[string]*keyEntry{}
 	a.sets = map[string]*policy.Set{}
+	a.cacheEpoch++
 	a.mu.Unlock()
 	a.tokens.reset()
 }
@@ -256,6 +261,7 @@ func (a *Authenticator) maybeRefresh(ctx context.Context) {
 		a.gen = gen
 		a.keys = map[string]*keyEntry{}
 		a.sets = map[string]*policy.Set{}
+		a.cacheEpoch++
 	}
 	a.mu.Unlock()
 	if changed {
@@ -267,18 +273,22 @@ func (a *Authenticator) maybeRefresh(ctx context.Context) {
 // that owns them.
 func (a *Authenticator) lookupKey(ctx context.Context, id string) (sigv4.Credentials, error) {
 	a.mu.RLock()
-	e := a.keys[id]
+	e, epoch := a.keys[id], a.cacheEpoch
 	a.mu.RUnlock()
 	if e != nil {
 		return e.creds, nil
 	}
-	e, err := a.keyLoads.do(ctx, id, func() (*keyEntry, error) {
+	// The epoch is part of the flight key: a login after a reset never
+	// joins a load that began before it.
+	e, err := a.keyLoads.do(ctx, fmt.Sprintf("%d/%s", epoch, id), func(ctx context.Context) (*keyEntry, error) {
 		e, err := a.loadKey(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		a.mu.Lock()
-		a.keys[id] = e
+		if a.cacheEpoch == epoch {
+			a.keys[id] = e
+		}
 		a.mu.Unlock()
 		return e, nil
 	})
@@ -379,18 +389,20 @@ func SessionPrincipal(ctx context.Context, store Store, s identity.Session) (*Pr
 func (a *Authenticator) policySet(ctx context.Context, p *Principal) (*policy.Set, error) {
 	key := p.cacheKey()
 	a.mu.RLock()
-	set := a.sets[key]
+	set, epoch := a.sets[key], a.cacheEpoch
 	a.mu.RUnlock()
 	if set != nil {
 		return set, nil
 	}
-	return a.setLoads.do(ctx, key, func() (*policy.Set, error) {
+	return a.setLoads.do(ctx, fmt.Sprintf("%d/%s", epoch, key), func(ctx context.Context) (*policy.Set, error) {
 		set, err := LoadPolicySet(ctx, a.store, p)
 		if err != nil {
 			return nil, err
 		}
 		a.mu.Lock()
-		a.sets[key] = set
+		if a.cacheEpoch == epoch {
+			a.sets[key] = set
+		}
 		a.mu.Unlock()
 		return set, nil
 	})

@@ -2,8 +2,17 @@ package authn
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"time"
 )
+
+// flightTimeout bounds a shared load. The load runs without the first
+// caller's cancellation: that client hanging up must not fail the logins
+// waiting on the same load.
+const flightTimeout = 30 * time.Second
+
+var errLoadFailed = errors.New("the shared load failed (see the log)")
 
 // flight runs one load per key at a time; callers that ask for a key
 // while its load runs wait for that load's result. A burst of logins
@@ -21,8 +30,9 @@ type flightCall[T any] struct {
 }
 
 // do returns fn's result for key, running fn only if no load of key is
-// under way. A waiting caller gives up when its own ctx ends.
-func (f *flight[T]) do(ctx context.Context, key string, fn func() (T, error)) (T, error) {
+// under way. A waiting caller gives up when its own ctx ends; fn gets a
+// context of its own (the caller's values, not its cancellation).
+func (f *flight[T]) do(ctx context.Context, key string, fn func(context.Context) (T, error)) (T, error) {
 	f.mu.Lock()
 	if c, ok := f.calls[key]; ok {
 		f.mu.Unlock()
@@ -37,14 +47,22 @@ func (f *flight[T]) do(ctx context.Context, key string, fn func() (T, error)) (T
 	if f.calls == nil {
 		f.calls = map[string]*flightCall[T]{}
 	}
-	c := &flightCall[T]{done: make(chan struct{})}
+	// Until fn returns, the result is a failure: what waiters see if fn
+	// panics.
+	c := &flightCall[T]{done: make(chan struct{}), err: errLoadFailed}
 	f.calls[key] = c
 	f.mu.Unlock()
 
-	c.val, c.err = fn()
-	f.mu.Lock()
-	delete(f.calls, key)
-	f.mu.Unlock()
-	close(c.done)
+	// Deferred, so that a panic in fn does not leave the key's waiters
+	// (and every later caller) hanging.
+	defer func() {
+		f.mu.Lock()
+		delete(f.calls, key)
+		f.mu.Unlock()
+		close(c.done)
+	}()
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flightTimeout)
+	defer cancel()
+	c.val, c.err = fn(lctx)
 	return c.val, c.err
 }

@@ -294,3 +294,110 @@ func TestConcurrentFirstLoginsReadKeyOnce(t *testing.T) {
 		t.Fatalf("32 concurrent first logins read the key %d times, want once", store.reads)
 	}
 }
+
+// gatedKeyStore holds the first access key read after it was read from
+// the store, until released: a load that began before a change and ends
+// after it.
+type gatedKeyStore struct {
+	Store
+	once    sync.Once
+	read    chan struct{} // closed when the held read has its result
+	release chan struct{}
+}
+
+func (s *gatedKeyStore) GetAccessKey(ctx context.Context, id string) (identity.AccessKey, error) {
+	k, err := s.Store.GetAccessKey(ctx, id)
+	held := false
+	s.once.Do(func() { held = true })
+	if held {
+		close(s.read)
+		<-s.release
+	}
+	return k, err
+}
+
+// TestStaleLoadNotCached: a key read before it was deactivated, whose load
+// finishes after the caches were dropped, does not go into the new cache:
+// the next login with a fresh token for that key is refused.
+func TestStaleLoadNotCached(t *testing.T) {
+	w := newWorld(t)
+	id, secret := w.user("alice", nil, selfPolicy)
+	store := &gatedKeyStore{Store: w.store, read: make(chan struct{}), release: make(chan struct{})}
+	a := New(store, w.sealer, Options{Now: w.clock.now})
+	first := make(chan error, 1)
+	go func() {
+		tok := w.signAt(id, secret, "", "alice", w.clock.now())
+		_, err := a.Authenticate(context.Background(), Request{Token: tok, Instance: w.inst, DBUser: "alice"})
+		first <- err
+	}()
+	<-store.read
+	if err := w.store.UpdateAccessKeyStatus(context.Background(), id, identity.KeyInactive); err != nil {
+		t.Fatal(err)
+	}
+	a.Invalidate()
+	close(store.release)
+	if err := <-first; err != nil {
+		t.Fatalf("the login that read the key while it was active: %v", err)
+	}
+	tok := w.signAt(id, secret, "", "alice", w.clock.now().Add(-time.Second))
+	_, err := a.Authenticate(context.Background(), Request{Token: tok, Instance: w.inst, DBUser: "alice"})
+	if code(t, err) != "InactiveAccessKey" {
+		t.Fatalf("a fresh token for the deactivated key after the reset: %v", err)
+	}
+}
+
+// TestFlightSurvivesLeaderCancel: the caller whose load the others share
+// hanging up does not fail the others, and a panicking load releases its
+// waiters.
+func TestFlightSurvivesLeaderCancel(t *testing.T) {
+	var f flight[int]
+	started := make(chan struct{})
+	release := make(chan struct{})
+	leaderCtx, cancel := context.WithCancel(context.Background())
+	leader := make(chan error, 1)
+	go func() {
+		_, err := f.do(leaderCtx, "k", func(ctx context.Context) (int, error) {
+			close(started)
+			<-release
+			return 7, ctx.Err()
+		})
+		leader <- err
+	}()
+	<-started
+	waiter := make(chan int, 1)
+	go func() {
+		// Whether it joins the running load or runs its own, the result
+		// is the same.
+		v, err := f.do(context.Background(), "k", func(context.Context) (int, error) { return 7, nil })
+		if err != nil {
+			t.Error(err)
+		}
+		waiter <- v
+	}()
+	cancel()
+	close(release)
+	if err := <-leader; err != nil {
+		t.Fatalf("the load saw the leader's cancellation: %v", err)
+	}
+	if v := <-waiter; v != 7 {
+		t.Fatalf("waiter got %d, want the shared result 7", v)
+	}
+
+	func() {
+		defer func() { recover() }()
+		f.do(context.Background(), "p", func(context.Context) (int, error) { panic("boom") })
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.do(context.Background(), "p", func(context.Context) (int, error) { return 1, nil })
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("a load after a panicked one: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a load after a panicked one hangs")
+	}
+}

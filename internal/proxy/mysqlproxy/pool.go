@@ -373,8 +373,8 @@ func readRole(c net.Conn, caps uint64, s *upstreamSession) error {
 	}
 	row, err := readRow(&packetConn{rw: c, seq: 1}, caps, 1)
 	var me *mysqlError
-	if errors.As(err, &me) {
-		return nil // no roles on this server
+	if errors.As(err, &me) && (me.code == erSPDoesNotExist || me.code == erParseError) {
+		return nil // no roles on this server: no CURRENT_ROLE()
 	}
 	if err != nil {
 		return err

@@ -216,6 +216,14 @@ func TestPoolNotReused(t *testing.T) {
 				t.Fatalf("COM_CHANGE_USER answered %x %v", p, err)
 			}
 		}},
+		{"after COM_SET_OPTION", func(rc *rawClient) {
+			// MYSQL_OPTION_MULTI_STATEMENTS_ON: connection state that
+			// COM_RESET_CONNECTION does not restore.
+			if p, err := rc.command([]byte{comSetOption, 0, 0}); err != nil || (p[0] != pktOK && p[0] != pktEOF) {
+				t.Fatalf("COM_SET_OPTION answered %x %v", p, err)
+			}
+			rc.quit()
+		}},
 		{"with COM_QUIT while a query runs", func(rc *rawClient) {
 			rc.pc.seq = 0
 			rc.pc.write(append([]byte{comQuery}, "SELECT SLEEP(0.2)"...))

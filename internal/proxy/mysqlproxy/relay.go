@@ -31,8 +31,11 @@ func (s *Server) runSession(l *login, sess *session) {
 
 	if us := sess.reuse; us != nil && !us.read {
 		if err := readRole(upstream, l.caps, us); err != nil {
-			l.log.Debug("reading the new upstream session's role", "err", err)
+			// Part of the answer may still be unread: relaying now would
+			// hand it to the client as the answer to its first command.
+			l.log.Warn("reading the new upstream session's role failed; ending the session", "err", err)
 			sess.reuse = nil
+			upstream.Close()
 		}
 	}
 	res := relay(client, upstream, l.relayOptions(sess))
@@ -197,7 +200,7 @@ func relay(client, upstream net.Conn, opt relayOptions) relayResult {
 		once.Do(func() { res.closedBy = audit.ClosedByClient })
 		client.Close()
 		upstream.SetReadDeadline(time.Time{})
-		if res.closedBy == audit.ClosedByClient && errors.Is(u2cErr, os.ErrDeadlineExceeded) && opt.tracker != nil && opt.tracker.idle() {
+		if res.closedBy == audit.ClosedByClient && errors.Is(u2cErr, os.ErrDeadlineExceeded) && opt.tracker != nil && opt.tracker.idle() && !w.unresettable {
 			res.reusable = true
 			return res
 		}
@@ -360,6 +363,10 @@ type clientWalker struct {
 	track      *respTracker
 	stopOnQuit bool
 	quit       *atomic.Bool // set when a COM_QUIT is forwarded
+	// unresettable: the client changed session state that
+	// COM_RESET_CONNECTION does not restore (COM_SET_OPTION switches
+	// multi-statements for the connection), so the session is not reused.
+	unresettable bool
 }
 
 // scan follows chunk. stop is where a command that ends the relay begins
@@ -398,6 +405,8 @@ func (w *clientWalker) scan(chunk []byte) (stop, hold int, err error) {
 			switch {
 			case length > 0 && c == comChangeUser:
 				return i, 0, errChangeUser
+			case length > 0 && c == comSetOption:
+				w.unresettable = true
 			case length == 1 && c == comQuit:
 				if w.stopOnQuit {
 					return i, 0, errQuit

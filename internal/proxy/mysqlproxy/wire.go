@@ -101,6 +101,7 @@ const (
 	comStmtSendLongData = 0x18
 	comStmtClose        = 0x19
 	comStmtReset        = 0x1a
+	comSetOption        = 0x1b
 	comStmtFetch        = 0x1c
 	comBinlogDumpGTID   = 0x1e
 	comResetConnection  = 0x1f
@@ -232,6 +233,8 @@ const (
 	erHandshake       = 1043 // ER_HANDSHAKE_ERROR, SQLSTATE 08S01
 	erUnknown         = 1105 // ER_UNKNOWN_ERROR
 	erNotSupported    = 1235 // ER_NOT_SUPPORTED_YET, SQLSTATE 42000
+	erSPDoesNotExist  = 1305 // ER_SP_DOES_NOT_EXIST: FUNCTION CURRENT_ROLE does not exist
+	erParseError      = 1064 // ER_PARSE_ERROR
 	crConnectionError = 2003 // CR_CONN_HOST_ERROR, what clients show for an unreachable server
 )
 
