@@ -74,7 +74,7 @@ func (s *Server) recycle(l *login, sess *session) {
 		closeUpstream(sess.upstream)
 		return
 	}
-	if why := s.pool.put(sess.reuse); why != "" {
+	if why := s.pool.Put(sess.reuse); why != "" {
 		l.log.Debug("upstream session closed, not pooled: "+why, "upstream_connection_id", sess.upstreamID)
 		return
 	}

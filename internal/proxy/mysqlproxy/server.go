@@ -195,14 +195,14 @@ func New(cfg Config) (*Server, error) {
 		dial:      (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 	}
 	s.life = proxy.NewLifecycle("mysqlproxy", func() *slog.Logger { return s.cur.Load().log })
-	s.pool = newUpstreamPool(func(idle int) {
+	s.pool = proxy.NewUpstreamPool[*upstreamSession](closeUpstream, func(idle int) {
 		cur := s.cur.Load()
 		if po, ok := cur.obs.(PoolObserver); ok {
 			po.UpstreamPoolIdle(cur.instance.Name, idle)
 		}
 	})
 	s.cur.Store(st)
-	s.pool.configure(st.pool)
+	s.pool.Configure(st.pool)
 	return s, nil
 }
 
@@ -227,20 +227,20 @@ func (s *Server) Update(cfg Config) {
 		return
 	}
 	s.cur.Store(st)
-	if !sameUpstream(old.upstream, st.upstream) {
+	if !proxy.SameUpstream(old.upstream, st.upstream) {
 		// Idle sessions lead to the previous upstream.
-		s.pool.flush()
+		s.pool.Flush()
 	}
-	s.pool.configure(st.pool)
+	s.pool.Configure(st.pool)
 }
 
 // FlushPool closes the idle upstream sessions, and those in use when
 // their clients quit: they were opened under settings that changed (the
 // backend login, say).
-func (s *Server) FlushPool() { s.pool.flush() }
+func (s *Server) FlushPool() { s.pool.Flush() }
 
 // IdleUpstreamSessions is the number of upstream sessions the pool holds.
-func (s *Server) IdleUpstreamSessions() int { return s.pool.idle() }
+func (s *Server) IdleUpstreamSessions() int { return s.pool.Idle() }
 
 // ActiveSessions is the number of sessions past login, relaying.
 func (s *Server) ActiveSessions() int { return int(s.active.Load()) }
@@ -257,12 +257,12 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting, waits for logins and sessions to end until ctx
 // is done, then closes the remaining ones and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.pool.close()
+	s.pool.Close()
 	return s.life.Shutdown(ctx)
 }
 
 // Close stops accepting and closes every connection at once.
 func (s *Server) Close() error {
-	s.pool.close()
+	s.pool.Close()
 	return s.life.Close()
 }

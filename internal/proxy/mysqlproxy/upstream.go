@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/iamdb/iamdb/internal/proxy"
 )
 
 // greetingCache remembers the last greeting of each upstream address.
@@ -298,26 +300,26 @@ func (l *login) upstreamRejected(p []byte, msg string) *failure {
 // from the pool when there is one of the same kind (see pool.go), else a
 // new login to the upstream.
 func (l *login) upstreamSession(ctx context.Context, password string) (*session, *failure) {
-	gen, on := l.srv.pool.generation()
+	gen, on := l.srv.pool.Generation()
 	if !on {
 		return l.connectUpstream(ctx, password)
 	}
 	key := l.poolKey(password)
-	if us := l.srv.pool.get(key); us != nil {
-		if !l.cc.SetUpstream(us.conn) {
+	if us, ok := l.srv.pool.Get(key); ok {
+		if !l.cc.SetUpstream(us.Conn) {
 			return nil, &failure{result: ResultClientClosed, reason: "the listener closed the connection during the login"}
 		}
 		if po, ok := l.st.obs.(PoolObserver); ok {
 			po.UpstreamSessionReused(l.st.instance.Name)
 		}
 		l.log.Debug("upstream session reused", "upstream_connection_id", us.id)
-		sess := &session{upstream: us.conn, upstreamID: us.id, loginOK: us.ok, reuse: us}
+		sess := &session{upstream: us.Conn, upstreamID: us.id, loginOK: us.ok, reuse: us}
 		return l.ready(ctx, sess, us.ok, "reused")
 	}
 	sess, f := l.connectUpstream(ctx, password)
 	if f == nil {
-		sess.reuse = &upstreamSession{key: key, conn: sess.upstream, id: sess.upstreamID, ok: sess.loginOK,
-			created: l.srv.pool.now(), gen: gen}
+		sess.reuse = &upstreamSession{Pooled: proxy.Pooled{Key: key, Conn: sess.upstream, Created: time.Now(), Gen: gen},
+			id: sess.upstreamID, ok: sess.loginOK}
 	}
 	return sess, f
 }

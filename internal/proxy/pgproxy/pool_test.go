@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"slices"
@@ -498,93 +497,6 @@ func TestPoolShutdownAndUpdate(t *testing.T) {
 	}
 	waitGone(t, h, pid)
 	waitIdle(t, h, 0)
-}
-
-// pipeSession is an upstream session over an in-memory pipe; the far end
-// discards what it is sent.
-func pipeSession(t *testing.T, key string, created time.Time) (*upstreamSession, net.Conn) {
-	near, far := net.Pipe()
-	go io.Copy(io.Discard, far)
-	t.Cleanup(func() { near.Close(); far.Close() })
-	return &upstreamSession{key: poolKey(key), bc: &backendConn{conn: near}, created: created}, far
-}
-
-// TestUpstreamPool exercises the pool's bounds, order and health checks
-// without a database.
-func TestUpstreamPool(t *testing.T) {
-	var reported []int
-	p := newUpstreamPool(func(n int) { reported = append(reported, n) })
-	p.configure(Pool{Enabled: true, MaxIdle: 3, MaxIdlePerKey: 2})
-	now := time.Now()
-	a1, _ := pipeSession(t, "a", now)
-	a2, _ := pipeSession(t, "a", now)
-	a3, _ := pipeSession(t, "a", now)
-	b1, bFar := pipeSession(t, "b", now)
-	c1, cFar := pipeSession(t, "c", now)
-	old, _ := pipeSession(t, "a", now.Add(-2*DefaultPoolMaxLifetime))
-
-	if !p.put(a1) || !p.put(a2) {
-		t.Fatal("put refused below the bounds")
-	}
-	if p.put(a3) {
-		t.Fatal("a third session of key a kept with max_idle_per_key 2")
-	}
-	if p.put(old) {
-		t.Fatal("a session past its max lifetime kept")
-	}
-	if !p.put(b1) || !p.put(c1) {
-		t.Fatal("put refused")
-	}
-	// c1 made room by evicting the least recently returned: a1.
-	if n := p.idle(); n != 3 {
-		t.Fatalf("%d idle, want 3", n)
-	}
-	if got := p.get("a"); got != a2 {
-		t.Fatalf("get(a) = %p, want a2 %p (a1 was evicted)", got, a2)
-	}
-	if got := p.get("a"); got != nil {
-		t.Fatal("get(a) found a second session")
-	}
-
-	// The upstream closing an idle session, or speaking on it, removes it.
-	bFar.Close()
-	cFar.Write([]byte{'E'})
-	for range 500 {
-		if p.idle() == 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if p.get("b") != nil || p.get("c") != nil {
-		t.Fatal("a dead session was handed out")
-	}
-	if n := p.idle(); n != 0 {
-		t.Fatalf("%d idle, want 0", n)
-	}
-
-	// A session opened before a flush is not kept.
-	e1, _ := pipeSession(t, "e", now)
-	e1.epoch = p.newSession("e").epoch
-	p.flush()
-	if p.put(e1) {
-		t.Fatal("a session opened before a flush was kept")
-	}
-
-	d1, _ := pipeSession(t, "d", now)
-	p.put(d1)
-	p.configure(Pool{Enabled: false})
-	if n := p.idle(); n != 0 || p.enabled() {
-		t.Fatalf("disabled pool holds %d", n)
-	}
-	p.configure(Pool{Enabled: true})
-	p.close()
-	d2, _ := pipeSession(t, "d", now)
-	if p.put(d2) {
-		t.Fatal("a closed pool kept a session")
-	}
-	if len(reported) == 0 || reported[len(reported)-1] != 0 {
-		t.Fatalf("reported idle counts %v, want the last to be 0", reported)
-	}
 }
 
 // clientStream is a client's side of a session: extended and simple

@@ -120,7 +120,7 @@ func (c Config) settings() (*settings, error) {
 		pool:             c.Pool,
 	}
 	if st.pool.Enabled {
-		st.pool = st.pool.withDefaults()
+		st.pool = st.pool.WithDefaults()
 	}
 	if st.upstream.TLS != nil {
 		st.upstream.TLS = upstreamClientTLS(st.upstream.TLS)
@@ -196,7 +196,7 @@ func New(cfg Config) (*Server, error) {
 		dial:  (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 	}
 	s.life = proxy.NewLifecycle("pgproxy", func() *slog.Logger { return s.cur.Load().log })
-	s.pool = newUpstreamPool(func(idle int) {
+	s.pool = proxy.NewUpstreamPool[*upstreamSession](closeUpstream, func(idle int) {
 		if st := s.cur.Load(); st != nil {
 			if po, ok := st.obs.(PoolObserver); ok {
 				po.UpstreamPoolIdle(st.instance.Name, idle)
@@ -204,7 +204,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	})
 	s.cur.Store(st)
-	s.pool.configure(st.pool)
+	s.pool.Configure(st.pool)
 	return s, nil
 }
 
@@ -229,20 +229,20 @@ func (s *Server) Update(cfg Config) {
 		return
 	}
 	s.cur.Store(st)
-	if !sameUpstream(old.upstream, st.upstream) {
+	if !proxy.SameUpstream(old.upstream, st.upstream) {
 		// Sessions of the previous upstream settings must not serve logins
 		// under the new ones.
-		s.pool.flush()
+		s.pool.Flush()
 	}
-	s.pool.configure(st.pool)
+	s.pool.Configure(st.pool)
 }
 
 // FlushPool closes every idle upstream session, so that new logins open
 // fresh ones: for when the backend login settings change.
-func (s *Server) FlushPool() { s.pool.flush() }
+func (s *Server) FlushPool() { s.pool.Flush() }
 
 // IdleUpstreamSessions is the number of idle upstream sessions pooled.
-func (s *Server) IdleUpstreamSessions() int { return s.pool.idle() }
+func (s *Server) IdleUpstreamSessions() int { return s.pool.Idle() }
 
 // ActiveSessions is the number of sessions past login, relaying.
 func (s *Server) ActiveSessions() int { return int(s.active.Load()) }
@@ -261,13 +261,13 @@ func (s *Server) Serve(ln net.Listener) error {
 // ones and returns ctx's error. Sessions that end meanwhile close their
 // upstream sessions too.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.pool.close()
+	s.pool.Close()
 	return s.life.Shutdown(ctx)
 }
 
 // Close stops accepting and closes every connection, idle upstream
 // sessions included, at once.
 func (s *Server) Close() error {
-	s.pool.close()
+	s.pool.Close()
 	return s.life.Close()
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/iamdb/iamdb/internal/proxy"
 )
 
 // upstreamTemplate is the pgconn configuration every IAM login copies. It
@@ -135,7 +137,7 @@ func (l *login) connectUpstream(ctx context.Context, password string, pooled boo
 	}
 	l.st.notePQ(b.tls, hc.curve)
 	if reuse != nil {
-		reuse.bc, reuse.created = hc, time.Now()
+		reuse.bc, reuse.Conn, reuse.Created = hc, hc.conn, time.Now()
 	}
 	return l.ready(ctx, hc, reuse)
 }
@@ -144,18 +146,19 @@ func (l *login) connectUpstream(ctx context.Context, password string, pooled boo
 // idle session of its key taken from the pool, or a new one of that key
 // to fill in; nil when the session may not be pooled.
 func (l *login) pooledSession(pooled bool, password string, params map[string]string) *upstreamSession {
-	if _, replication := params["replication"]; !pooled || replication || l.ac == nil || l.ac.Principal == nil || !l.srv.pool.enabled() {
+	gen, on := l.srv.pool.Generation()
+	if _, replication := params["replication"]; !pooled || replication || l.ac == nil || l.ac.Principal == nil || !on {
 		return nil
 	}
 	key := poolKeyFor(l.user, l.database, password, params)
-	if s := l.srv.pool.get(key); s != nil {
+	if s, ok := l.srv.pool.Get(key); ok {
 		if po, ok := l.st.obs.(PoolObserver); ok {
 			po.UpstreamSessionReused(l.st.instance.Name)
 		}
 		l.log.Debug("idle upstream session reused", "backend_pid", s.bc.pid)
 		return s
 	}
-	return l.srv.pool.newSession(key)
+	return &upstreamSession{Pooled: proxy.Pooled{Key: key, Gen: gen}}
 }
 
 // ready takes over the upstream connection of hc and tells the client it
