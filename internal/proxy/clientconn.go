@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"net"
 	"sync"
 )
@@ -61,4 +63,20 @@ func (cc *ClientConn) Abort() {
 	if cc.upstream != nil {
 		cc.upstream.Close()
 	}
+}
+
+// RemoteIP is the client's address without the port.
+func RemoteIP(c net.Conn) string {
+	addr := c.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// SessionID names a connection in every log line and audit event about it.
+func SessionID() string {
+	var b [6]byte
+	rand.Read(b[:]) // never fails since Go 1.24
+	return hex.EncodeToString(b[:])
 }

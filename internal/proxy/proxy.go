@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"time"
 
 	"github.com/iamdb/iamdb/internal/authn"
@@ -93,3 +94,22 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultDialTimeout      = 5 * time.Second
 )
+
+// Refusal describes a refused IAM login for the log and the audit event:
+// the result (the *authn.Error code), the operator's reason, and log
+// attributes. ok is false when err is not an *authn.Error but a failure of
+// iamdb itself (result ResultInternalError).
+func Refusal(err error) (result, reason string, attrs []any, ok bool) {
+	var ae *authn.Error
+	if !errors.As(err, &ae) {
+		return ResultInternalError, err.Error(), []any{"reason", ResultInternalError, "err", err}, false
+	}
+	attrs = []any{"reason", ae.Code, "detail", ae.Detail}
+	if ae.TokenID != "" {
+		attrs = append(attrs, "token_id", ae.TokenID)
+	}
+	if ae.Principal != nil {
+		attrs = append(attrs, "principal", ae.Principal.ARN)
+	}
+	return ae.Code, ae.Detail, attrs, true
+}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -87,9 +86,9 @@ func (s *Server) serveConn(cc *clientConn) {
 
 // handle runs the login on cc and then relays the session.
 func (s *Server) handle(cc *clientConn, st *settings) {
-	l := &login{srv: s, st: st, cc: cc, client: cc.Raw, start: time.Now(), host: remoteIP(cc.Raw)}
+	l := &login{srv: s, st: st, cc: cc, client: cc.Raw, start: time.Now(), host: proxy.RemoteIP(cc.Raw)}
 	l.pc = &packetConn{rw: cc.Raw}
-	l.id = sessionID()
+	l.id = proxy.SessionID()
 	l.log = st.log.With("session", l.id, "remote", cc.Raw.RemoteAddr().String())
 	l.deadline = l.start.Add(st.handshakeTimeout)
 	ctx, cancel := context.WithDeadline(s.life.Context(), l.deadline)
@@ -347,25 +346,10 @@ func (l *login) readToken(ctx context.Context) (string, *failure) {
 // refuse logs the precise reason of a refused IAM login and gives the
 // client only MySQL's generic access denied error, as RDS does.
 func (l *login) refuse(ctx context.Context, err error) *failure {
-	result := ResultInternalError
-	reason := err.Error()
-	attrs := []any{}
-	var ae *authn.Error
-	if errors.As(err, &ae) {
-		result, reason = ae.Code, ae.Detail
-		attrs = append(attrs, "reason", ae.Code, "detail", ae.Detail)
-		if ae.TokenID != "" {
-			attrs = append(attrs, "token_id", ae.TokenID)
-		}
-		if ae.Principal != nil {
-			attrs = append(attrs, "principal", ae.Principal.ARN)
-		}
-	} else {
-		if l.timedOut(ctx, err) {
-			f := l.classify(ctx, err, "authenticate")
-			return &f
-		}
-		attrs = append(attrs, "reason", result, "err", err)
+	result, reason, attrs, isAuthn := proxy.Refusal(err)
+	if !isAuthn && l.timedOut(ctx, err) {
+		f := l.classify(ctx, err, "authenticate")
+		return &f
 	}
 	l.log.Warn("login refused", attrs...)
 	return &failure{result: result, reason: reason, client: accessDenied(l.resp.user, l.host)}
@@ -376,21 +360,6 @@ func (l *login) unavailable(err error) *failure {
 	l.log.Error("upstream unavailable", "upstream", l.st.upstream.Address, "err", err)
 	return &failure{result: ResultUpstreamUnavailable, reason: fmt.Sprintf("upstream %s is unavailable: %v", l.st.upstream.Address, err), client: &mysqlError{code: crConnectionError, sqlState: "HY000",
 		message: fmt.Sprintf("iamdb: instance %s: upstream %s is unavailable", l.st.instance.Name, l.st.upstream.Address)}}
-}
-
-func remoteIP(c net.Conn) string {
-	addr := c.RemoteAddr().String()
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
-}
-
-// sessionID names a connection in every log line about it.
-func sessionID() string {
-	var b [6]byte
-	rand.Read(b[:]) // never fails since Go 1.24
-	return hex.EncodeToString(b[:])
 }
 
 // connectionID is the id in a client's greeting. The upstream's own id is

@@ -51,7 +51,7 @@ func (l *login) screen(ctx context.Context) *failure {
 	if adm == nil {
 		return nil
 	}
-	err := adm.Screen(ctx, remoteIP(l.cc.Raw))
+	err := adm.Screen(ctx, l.ip)
 	if err == nil {
 		return nil
 	}
@@ -77,7 +77,7 @@ func (l *login) admit(ctx context.Context) *failure {
 	if adm == nil {
 		return nil
 	}
-	release, err := adm.Admit(ctx, remoteIP(l.cc.Raw), l.user)
+	release, err := adm.Admit(ctx, l.ip, l.user)
 	if err != nil {
 		f := l.throttled(err)
 		if e := l.st.audit.Emit(context.WithoutCancel(ctx), l.ac.ConnectEvent(f.result, f.reason)); e != nil {
@@ -102,7 +102,7 @@ func (l *login) admitLogin(ctx context.Context, d *authn.Decision) *failure {
 	if adm == nil {
 		return nil
 	}
-	if err := adm.AdmitLogin(ctx, remoteIP(l.cc.Raw), d); err != nil {
+	if err := adm.AdmitLogin(ctx, l.ip, d); err != nil {
 		return l.throttled(err)
 	}
 	return nil
@@ -117,7 +117,7 @@ func (l *login) loginFailed(ctx context.Context, err error, f *failure) *failure
 	if l.st.admission == nil || !errors.As(err, &ae) || ae.Code == authn.CodeInternal || f == nil || f.result != ae.Code {
 		return f
 	}
-	if block := l.st.admission.LoginFailed(ctx, remoteIP(l.cc.Raw)); block != "" {
+	if block := l.st.admission.LoginFailed(ctx, l.ip); block != "" {
 		f.reason += "; source address " + block
 	}
 	return f

@@ -29,7 +29,7 @@ func (l *login) auditStarted() {
 	l.ac = &audit.Conn{
 		Instance:  l.st.instance,
 		SessionID: l.id,
-		SourceIP:  remoteIP(l.cc.Raw),
+		SourceIP:  l.ip,
 		UserAgent: l.params["application_name"],
 		DBUser:    l.user,
 		Database:  l.database,

@@ -2,9 +2,7 @@ package pgproxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +38,7 @@ type login struct {
 	tls      bool
 	version  uint32
 	params   map[string]string
+	ip       string // the client's address, without the port
 	user     string
 	database string
 	reported bool
@@ -87,8 +86,8 @@ func (s *Server) serveConn(cc *clientConn) {
 
 // handle runs the login on cc and then relays the session.
 func (s *Server) handle(cc *clientConn, st *settings) {
-	l := &login{srv: s, st: st, cc: cc, client: cc.Raw, start: time.Now()}
-	l.id = sessionID()
+	l := &login{srv: s, st: st, cc: cc, client: cc.Raw, start: time.Now(), ip: proxy.RemoteIP(cc.Raw)}
+	l.id = proxy.SessionID()
 	l.log = st.log.With("session", l.id, "remote", cc.Raw.RemoteAddr().String())
 	l.deadline = l.start.Add(st.handshakeTimeout)
 	ctx, cancel := context.WithDeadline(s.life.Context(), l.deadline)
@@ -357,7 +356,7 @@ func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
 		Instance:        l.st.instance,
 		DBUser:          l.user,
 		Database:        l.database,
-		SourceIP:        remoteIP(l.cc.Raw),
+		SourceIP:        l.ip,
 		SecureTransport: true,
 	})
 	l.auditDecision(dec, err)
@@ -403,25 +402,10 @@ func (l *login) readPassword(ctx context.Context) (string, *failure) {
 // refuse logs the precise reason of a refused IAM login and gives the
 // client only PostgreSQL's generic PAM failure, as RDS does.
 func (l *login) refuse(ctx context.Context, err error) *failure {
-	result := ResultInternalError
-	reason := err.Error()
-	attrs := []any{}
-	var ae *authn.Error
-	if errors.As(err, &ae) {
-		result, reason = ae.Code, ae.Detail
-		attrs = append(attrs, "reason", ae.Code, "detail", ae.Detail)
-		if ae.TokenID != "" {
-			attrs = append(attrs, "token_id", ae.TokenID)
-		}
-		if ae.Principal != nil {
-			attrs = append(attrs, "principal", ae.Principal.ARN)
-		}
-	} else {
-		if l.timedOut(ctx, err) {
-			f := l.classify(ctx, err, "authenticate")
-			return &f
-		}
-		attrs = append(attrs, "reason", result, "err", err)
+	result, reason, attrs, isAuthn := proxy.Refusal(err)
+	if !isAuthn && l.timedOut(ctx, err) {
+		f := l.classify(ctx, err, "authenticate")
+		return &f
 	}
 	l.log.Warn("login refused", attrs...)
 	return &failure{result: result, reason: reason, client: fatal("28P01", fmt.Sprintf("PAM authentication failed for user %q", l.user))}
@@ -448,19 +432,4 @@ func (l *login) unavailable(err error) *failure {
 	l.log.Error("upstream unavailable", "upstream", l.st.upstream.Address, "err", err)
 	return &failure{result: ResultUpstreamUnavailable, reason: fmt.Sprintf("upstream %s is unavailable: %v", l.st.upstream.Address, err), client: fatal("08006",
 		fmt.Sprintf("iamdb: instance %s: upstream %s is unavailable", l.st.instance.Name, l.st.upstream.Address))}
-}
-
-func remoteIP(c net.Conn) string {
-	addr := c.RemoteAddr().String()
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
-}
-
-// sessionID names a connection in every log line about it.
-func sessionID() string {
-	var b [6]byte
-	rand.Read(b[:]) // never fails since Go 1.24
-	return hex.EncodeToString(b[:])
 }
