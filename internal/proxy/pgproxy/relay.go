@@ -134,7 +134,7 @@ func relay(client, upstream net.Conn, tap func([]byte), frames *sessionFrames, k
 		uf = &frames.upstream
 	}
 	wg.Go(func() {
-		end.clientToUpstream, _, held, c2uErr = copyClientToUpstream(upstream, client, tap, &frames.client, keep, &terminated)
+		end.clientToUpstream, held, c2uErr = copyClientToUpstream(upstream, client, tap, &frames.client, keep, &terminated)
 		if held {
 			// Stop the other direction without closing the upstream; the
 			// client, having said goodbye, is closed.
@@ -187,12 +187,12 @@ func realErr(err error) bool {
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // copyClientToUpstream forwards the client's stream, following its frames.
-// It stops after a Terminate message (term); with hold, the Terminate
-// itself is not forwarded (held), unless its header was split across
-// reads and partly forwarded already. terminated is set before the
+// It stops after a Terminate message; with hold, the Terminate itself is
+// not forwarded (held), unless its header was split across reads and
+// partly forwarded already. terminated is set before the
 // Terminate is forwarded: the upstream closes as soon as it reads it, and
 // whoever sees that EOF must already know the client ended the session.
-func copyClientToUpstream(upstream, client net.Conn, tap func([]byte), frames *clientFrames, hold bool, terminated *atomic.Bool) (n int64, term, held bool, err error) {
+func copyClientToUpstream(upstream, client net.Conn, tap func([]byte), frames *clientFrames, hold bool, terminated *atomic.Bool) (n int64, held bool, err error) {
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
 	for {
@@ -207,7 +207,7 @@ func copyClientToUpstream(upstream, client net.Conn, tap func([]byte), frames *c
 			upTo, terminate, whole := frames.feed(chunk)
 			fwd := chunk[:upTo]
 			if terminate {
-				term, held = true, hold && whole
+				held = hold && whole
 				terminated.Store(true)
 				if held {
 					fwd = chunk[:upTo-len(terminateMessage)]
@@ -217,18 +217,18 @@ func copyClientToUpstream(upstream, client net.Conn, tap func([]byte), frames *c
 				nw, werr := upstream.Write(fwd)
 				n += int64(nw)
 				if werr != nil {
-					return n, term, false, werr
+					return n, false, werr
 				}
 			}
-			if term {
-				return n, term, held, nil
+			if terminate {
+				return n, held, nil
 			}
 		}
 		if rerr != nil {
 			if errors.Is(rerr, io.EOF) {
 				rerr = nil
 			}
-			return n, false, false, rerr
+			return n, false, rerr
 		}
 	}
 }

@@ -119,9 +119,6 @@ func (c Config) settings() (*settings, error) {
 		admission:        c.Admission,
 		pool:             c.Pool,
 	}
-	if st.pool.Enabled {
-		st.pool = st.pool.WithDefaults()
-	}
 	if st.upstream.TLS != nil {
 		st.upstream.TLS = upstreamClientTLS(st.upstream.TLS)
 		st.upstreamNoPQ = withoutPQKeyShare(st.upstream.TLS)
