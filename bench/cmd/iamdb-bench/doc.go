@@ -28,7 +28,12 @@
 // The MariaDB rows come last, from a throwaway MariaDB and a second iamdb
 // serve with an engine: mysql instance in front of it: new TLS logins per
 // second (go-sql-driver/mysql, the token via mysql_clear_password) and
-// point-SELECT throughput over persistent connections, direct vs iamdb.
+// point-SELECT throughput over persistent connections, direct vs iamdb,
+// with a third reference target: a TCP relay (this program run as
+// `iamdb-bench tcp-relay LISTEN UPSTREAM`) that copies the direct target's
+// bytes to MariaDB and does nothing else, so that its ratio to direct shows
+// what any proxy process on the path costs on the machine. --only postgres
+// or --only mariadb measures one engine's rows alone.
 //
 // Everything the command starts (PostgreSQL, MariaDB, PgBouncer, iamdb serve, temp
 // directories) is removed again on exit, on error and on Ctrl-C; children

@@ -20,6 +20,7 @@ type options struct {
 	IAMDB       string        // path to the iamdb binary
 	BackendAuth string        // iamdb backend_auth.mode: managed or secrets
 	PgBouncer   string        // path to the pgbouncer binary
+	Only        string        // "", "postgres" or "mariadb": measure one engine's rows only
 }
 
 // maxClients keeps clients plus PostgreSQL's reserved slots below the
@@ -30,6 +31,9 @@ const (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == relayArg {
+		os.Exit(relayMain(os.Args[2:]))
+	}
 	var opt options
 	fs := flag.NewFlagSet("iamdb-bench", flag.ContinueOnError)
 	fs.DurationVar(&opt.Duration, "duration", 10*time.Second, "length of each throughput measurement (logins, pgbench)")
@@ -38,8 +42,9 @@ func main() {
 	fs.StringVar(&opt.IAMDB, "iamdb", "bin/iamdb", "iamdb binary (make build)")
 	fs.StringVar(&opt.BackendAuth, "backend-auth", "managed", "iamdb backend_auth.mode for the benchmark: managed or secrets")
 	fs.StringVar(&opt.PgBouncer, "pgbouncer", "/usr/sbin/pgbouncer", "pgbouncer binary (Debian package pgbouncer)")
+	fs.StringVar(&opt.Only, "only", "", "measure only the rows of one engine: postgres or mariadb")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: iamdb-bench [--duration 10s] [--clients 8] [--idle 200]\n\n")
+		fmt.Fprintf(fs.Output(), "usage: iamdb-bench [--duration 10s] [--clients 8] [--idle 200] [--only postgres|mariadb]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -82,14 +87,24 @@ func (o options) validate() error {
 		return fmt.Errorf("--idle %d: use 1 to %d (every idle iamdb connection holds a PostgreSQL connection)", o.Idle, maxClients)
 	case o.BackendAuth != "managed" && o.BackendAuth != "secrets":
 		return fmt.Errorf("--backend-auth %q: use managed or secrets", o.BackendAuth)
+	case o.Only != "" && o.Only != "postgres" && o.Only != "mariadb":
+		return fmt.Errorf("--only %q: use postgres or mariadb", o.Only)
 	}
 	return nil
 }
 
-// run sets everything up, measures the three targets one after another and
+// run sets everything up, measures the targets one after another and
 // returns the report. A target that cannot be set up gets an n/a column; only
 // a failure of PostgreSQL itself ends the run early.
 func run(ctx context.Context, opt options, log *slog.Logger) (*report, error) {
+	if opt.Only == "mariadb" {
+		rep := &report{opt: opt, machine: describeMachine(ctx, nil, opt)}
+		runMariaDB(ctx, rep, opt, log)
+		if ctx.Err() != nil {
+			return rep, fmt.Errorf("interrupted: %w", context.Cause(ctx))
+		}
+		return rep, nil
+	}
 	var cl cleanups
 	defer cl.run(log)
 
@@ -110,7 +125,9 @@ func run(ctx context.Context, opt options, log *slog.Logger) (*report, error) {
 		return startIAMDB(ctx, pg, opt, cl, log)
 	}))
 
-	runMariaDB(ctx, rep, opt, log)
+	if opt.Only != "postgres" {
+		runMariaDB(ctx, rep, opt, log)
+	}
 	if ctx.Err() != nil {
 		return rep, fmt.Errorf("interrupted: %w", context.Cause(ctx))
 	}

@@ -578,6 +578,7 @@ func runMariaDB(ctx context.Context, rep *report, opt options, log *slog.Logger)
 		}
 		log.Error("MariaDB not measured", "err", err)
 		rep.add(result{target: mariaDirect, unavailable: reason, err: failure})
+		rep.add(result{target: mariaRelay, unavailable: reason})
 		rep.add(result{target: mariaIAMDB, unavailable: reason})
 		return
 	}
@@ -588,6 +589,12 @@ func runMariaDB(ctx context.Context, rep *report, opt options, log *slog.Logger)
 		unavailable = append(unavailable, result{target: mariaDirect, unavailable: "failed to start", err: err})
 	} else {
 		targets = append(targets, direct)
+	}
+	if relay, err := startRelay(ctx, m, &cl, log); err != nil {
+		log.Error("target failed to start", "target", mariaRelay, "err", err)
+		unavailable = append(unavailable, result{target: mariaRelay, unavailable: "failed to start", err: err})
+	} else {
+		targets = append(targets, relay)
 	}
 	t, err := startIAMDBMySQL(ctx, m, opt, &cl, log)
 	var na *notAvailableError
@@ -601,7 +608,7 @@ func runMariaDB(ctx context.Context, rep *report, opt options, log *slog.Logger)
 		targets = append(targets, t)
 	}
 	measured := measureMySQL(ctx, targets, opt, log)
-	for _, name := range []string{mariaDirect, mariaIAMDB} {
+	for _, name := range []string{mariaDirect, mariaRelay, mariaIAMDB} {
 		for _, r := range append(measured, unavailable...) {
 			if r.target == name {
 				rep.add(r)
