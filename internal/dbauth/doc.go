@@ -42,6 +42,13 @@
 // takes over the password of an IAM-enabled user, and never the admin
 // user's: rotating it would lock iamdb out.
 //
+// Each Postgres and MySQL value keeps the opened passwords in memory for
+// storedPasswordTTL (one second) after reading them, so a burst of logins
+// reads and unseals the store once per user and second (passwordCache).
+// Passwords it sets itself are used at once, Reload and Close drop them
+// all, and one another replica or 'iamdb db rotate' sets is seen within
+// storedPasswordTTL.
+//
 // # IAM-enabled users
 //
 // When the instance lists iam_users (names or patterns), they decide.

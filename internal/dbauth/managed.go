@@ -89,6 +89,11 @@ func (p *Postgres) managedPassword(ctx context.Context, st *state, dbUser string
 	if err := p.checkManagedUser(st, dbUser); err != nil {
 		return "", err
 	}
+	// Fastest path: the password read from the store or set here within
+	// storedPasswordTTL.
+	if pw, ok := p.pwCache.get(dbUser, p.now(), st.in.BackendAuth.RotateEvery.D()); ok {
+		return pw, nil
+	}
 	// Fast path, no lock: a fresh stored password.
 	if pw, ok, err := p.storedPassword(ctx, st, dbUser); err != nil || ok {
 		return pw, err
@@ -142,8 +147,10 @@ func (p *Postgres) checkManagedUser(st *state, dbUser string) error {
 }
 
 // storedPassword returns the stored password of dbUser when there is one
-// that opens and is younger than rotate_every.
+// that opens and is younger than rotate_every, and puts it in the password
+// cache.
 func (p *Postgres) storedPassword(ctx context.Context, st *state, dbUser string) (string, bool, error) {
+	gen, readAt := p.pwCache.generation(), p.now()
 	sealed, rotatedAt, err := p.store.GetBackendPassword(ctx, st.in.Name, dbUser)
 	if errors.Is(err, identity.ErrNotFound) {
 		return "", false, nil
@@ -161,7 +168,9 @@ func (p *Postgres) storedPassword(ctx context.Context, st *state, dbUser string)
 		p.log.Warn("stored backend password does not open; setting a new one", "db_user", dbUser, "err", err)
 		return "", false, nil
 	}
-	return string(pt), true, nil
+	pw := string(pt)
+	p.pwCache.fill(gen, dbUser, pw, rotatedAt, readAt)
+	return pw, true, nil
 }
 
 // setPassword gives dbUser a new random password on the upstream and
@@ -170,7 +179,10 @@ func (p *Postgres) storedPassword(ctx context.Context, st *state, dbUser string)
 // so the store and the database never disagree. The transaction first
 // takes an advisory lock on the role, which serializes replicas; unless
 // force, a password another replica stored meanwhile is used instead.
+// The password cache holds the new password once it is committed; until
+// then it holds only what a store read that began after this started saw.
 func (p *Postgres) setPassword(ctx context.Context, dbUser string, force bool) (string, error) {
+	p.pwCache.forget(dbUser)
 	pool, st, err := p.adminPool()
 	if err != nil {
 		return "", err
@@ -209,12 +221,14 @@ func (p *Postgres) setPassword(ctx context.Context, dbUser string, force bool) (
 	if err != nil {
 		return "", fmt.Errorf("instance %s: seal the password of database user %q: %w", name, dbUser, err)
 	}
-	if err := p.store.PutBackendPassword(ctx, name, dbUser, sealed, p.now()); err != nil {
+	at := p.now()
+	if err := p.store.PutBackendPassword(ctx, name, dbUser, sealed, at); err != nil {
 		return "", fmt.Errorf("instance %s: %w (the database password was left unchanged)", name, scrub(err, pw, verifier))
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return "", fmt.Errorf("instance %s: commit the new password of database user %q: %w", name, dbUser, scrub(err, pw, verifier))
 	}
+	p.pwCache.set(dbUser, pw, at, at)
 	reason := "no password yet or rotate_every elapsed"
 	if force {
 		reason = "rotation requested"

@@ -349,7 +349,10 @@ func TestManagedLeavesNonIAMUsersAlone(t *testing.T) {
 }
 
 // BenchmarkManagedPasswordStored is the per-login cost in mode managed once
-// a password exists: one store read and one unseal.
+// a password exists. "cached": the password was read within
+// storedPasswordTTL and comes from memory. "store-read": the clock passes
+// storedPasswordTTL before every call, so each one reads the store and
+// unseals, as every login would without the cache.
 func BenchmarkManagedPasswordStored(b *testing.B) {
 	if testing.Short() {
 		b.Skip("needs PostgreSQL")
@@ -360,9 +363,13 @@ func BenchmarkManagedPasswordStored(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
+	store := &countingStore{Store: st}
+	clk := newClock()
 	in := instance(pg, "managed")
 	in.IAMUsers = []string{"*"}
-	p, err := dbauth.NewPostgres(b.Context(), dbauth.PostgresOptions{Instance: in, Store: st, Sealer: identitytest.Sealer(b), LookupEnv: env(pg)})
+	// "store-read" moves the clock a second per call; no rotation midway.
+	in.BackendAuth.RotateEvery = 0
+	p, err := dbauth.NewPostgres(b.Context(), dbauth.PostgresOptions{Instance: in, Store: store, Sealer: identitytest.Sealer(b), Now: clk.Now, LookupEnv: env(pg)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -388,10 +395,31 @@ func BenchmarkManagedPasswordStored(b *testing.B) {
 	if _, err := p.Password(ctx, user); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := p.Password(ctx, user); err != nil {
-			b.Fatal(err)
+	b.Run("cached", func(b *testing.B) {
+		store.reads.Store(0)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := p.Password(ctx, user); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+		if n := store.reads.Load(); n != 0 {
+			b.Fatalf("%d store reads, want none", n)
+		}
+	})
+	b.Run("store-read", func(b *testing.B) {
+		store.reads.Store(0)
+		var calls int64
+		b.ReportAllocs()
+		for b.Loop() {
+			clk.Advance(dbauth.StoredPasswordTTL)
+			if _, err := p.Password(ctx, user); err != nil {
+				b.Fatal(err)
+			}
+			calls++
+		}
+		if n := store.reads.Load(); n != calls {
+			b.Fatalf("%d store reads in %d calls, want one each", n, calls)
+		}
+	})
 }

@@ -53,6 +53,8 @@ type MySQL struct {
 	flavor string  // "mariadb" or "mysql" once known for db
 
 	locks userLocks
+
+	pwCache passwordCache // managed passwords, for storedPasswordTTL
 }
 
 var _ interface {
@@ -324,12 +326,14 @@ func (m *MySQL) Reload(_ context.Context, in config.Instance) error {
 	if old != nil {
 		old.Close()
 	}
+	m.pwCache.clear()
 	m.log.Info("backend authentication reloaded", "mode", in.BackendAuth.Mode, "iam_users", len(in.IAMUsers))
 	return nil
 }
 
-// Close closes the admin connections.
+// Close closes the admin connections and drops the cached passwords.
 func (m *MySQL) Close() {
+	m.pwCache.clear()
 	m.mu.Lock()
 	db := m.db
 	m.db = nil

@@ -68,6 +68,11 @@ func (m *MySQL) managedPassword(ctx context.Context, st *state, dbUser string) (
 	if err := m.checkManagedUser(st, dbUser); err != nil {
 		return "", err
 	}
+	// Fastest path: the password read from the store or set here within
+	// storedPasswordTTL.
+	if pw, ok := m.pwCache.get(dbUser, m.now(), st.in.BackendAuth.RotateEvery.D()); ok {
+		return pw, nil
+	}
 	if pw, ok, err := m.storedPassword(ctx, st, dbUser); err != nil || ok {
 		return pw, err
 	}
@@ -102,8 +107,10 @@ func (m *MySQL) checkManagedUser(st *state, dbUser string) error {
 }
 
 // storedPassword returns the stored password of dbUser when there is one
-// that opens and is younger than rotate_every.
+// that opens and is younger than rotate_every, and puts it in the password
+// cache.
 func (m *MySQL) storedPassword(ctx context.Context, st *state, dbUser string) (string, bool, error) {
+	gen, readAt := m.pwCache.generation(), m.now()
 	sealed, rotatedAt, err := m.store.GetBackendPassword(ctx, st.in.Name, dbUser)
 	if errors.Is(err, identity.ErrNotFound) {
 		return "", false, nil
@@ -121,7 +128,9 @@ func (m *MySQL) storedPassword(ctx context.Context, st *state, dbUser string) (s
 		m.log.Warn("stored backend password does not open; setting a new one", "db_user", dbUser, "err", err)
 		return "", false, nil
 	}
-	return string(pt), true, nil
+	pw := string(pt)
+	m.pwCache.fill(gen, dbUser, pw, rotatedAt, readAt)
+	return pw, true, nil
 }
 
 // mysqlAccount is one row of mysql.user for a user name: MySQL accounts
@@ -135,8 +144,11 @@ type mysqlAccount struct {
 // serializes replicas; unless force, a password another replica stored
 // meanwhile is used instead. ALTER USER is not transactional, so when
 // storing the password fails, the accounts get their previous
-// authentication string back.
+// authentication string back. The password cache holds the new password
+// once it is stored; until then it holds only what a store read that began
+// after this started saw.
 func (m *MySQL) setPassword(ctx context.Context, dbUser string, force bool) (string, error) {
+	m.pwCache.forget(dbUser)
 	db, st, err := m.adminDB()
 	if err != nil {
 		return "", err
@@ -200,9 +212,10 @@ func (m *MySQL) setPassword(ctx context.Context, dbUser string, force bool) (str
 		}
 		changed = append(changed, a)
 	}
+	at := m.now()
 	sealed, err := m.sealer.Seal([]byte(pw), sealAAD(name, dbUser))
 	if err == nil {
-		err = m.store.PutBackendPassword(ctx, name, dbUser, sealed, m.now())
+		err = m.store.PutBackendPassword(ctx, name, dbUser, sealed, at)
 	}
 	if err != nil {
 		err = scrubMySQL(err, secrets...)
@@ -212,6 +225,7 @@ func (m *MySQL) setPassword(ctx context.Context, dbUser string, force bool) (str
 		}
 		return "", fmt.Errorf("instance %s: storing the new password of database user %q failed: %w (the database password was left unchanged)", name, dbUser, err)
 	}
+	m.pwCache.set(dbUser, pw, at, at)
 	reason := "no password yet or rotate_every elapsed"
 	if force {
 		reason = "rotation requested"

@@ -101,6 +101,8 @@ type Postgres struct {
 	cache   map[string]membership
 
 	locks userLocks // serializes password changes per user
+
+	pwCache passwordCache // managed passwords, for storedPasswordTTL
 }
 
 // state is what Reload replaces as a whole.
@@ -448,12 +450,14 @@ func (p *Postgres) Reload(ctx context.Context, in config.Instance) error {
 		old.Close()
 	}
 	p.forgetMemberships()
+	p.pwCache.clear()
 	p.log.Info("backend authentication reloaded", "mode", in.BackendAuth.Mode, "iam_users", len(in.IAMUsers))
 	return nil
 }
 
-// Close closes the admin connections.
+// Close closes the admin connections and drops the cached passwords.
 func (p *Postgres) Close() {
+	p.pwCache.clear()
 	p.mu.Lock()
 	pool := p.pool
 	p.pool = nil
