@@ -31,9 +31,11 @@
 // (audit.jsonl.head), which records the last position made durable.
 //
 // Emit hands the event to one writer goroutine. The writer takes every
-// event queued meanwhile, writes them with one write(2), fsyncs once and
-// only then releases their callers (group commit): a connect event the
-// client saw succeed is on disk. Deferred events (statements) do not wait;
+// event queued meanwhile, writes them with one write(2), syncs once
+// (fdatasync(2): the data and the file's size, which is all an append-only
+// file needs) and only then releases their callers (group commit): a
+// connect event the client saw succeed is on disk. The head file is read
+// only when another process may have moved it. Deferred events (statements) do not wait;
 // they are fsynced within FileOptions.FsyncInterval. Beyond MaxSize the
 // current file is renamed audit.jsonl.N (N counting up, so older files
 // keep their names) and the chain continues into a new file.

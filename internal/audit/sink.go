@@ -78,6 +78,12 @@ type FileSink struct {
 	syncedSize int64
 	syncedHash string
 	buf        []byte
+	// The head this writer last wrote and its length in bytes. While
+	// headOurs (nobody else appended or rotated since), it is what the
+	// head file holds, so advanceHead need not read the file.
+	head     head
+	headLen  int
+	headOurs bool
 }
 
 type request struct {
@@ -141,6 +147,7 @@ func (s *FileSink) open() error {
 		return err
 	}
 	s.rotated, s.seq = files[:len(files)-1], files[len(files)-1].Seq
+	s.headOurs = false
 	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -191,6 +198,7 @@ func (s *FileSink) refresh() error {
 		return s.open()
 	}
 	if fst.Size() != s.size {
+		s.headOurs = false // another writer appended, and moved the head
 		s.size, s.syncedSize = fst.Size(), fst.Size()
 		if s.prev, err = lastHash(s.f, s.size, s.rotated); err != nil {
 			return err
@@ -382,7 +390,7 @@ func (s *FileSink) commit(batch []*request, sync bool) error {
 		if !sync || s.size == s.syncedSize {
 			return nil
 		}
-		if err := s.f.Sync(); err != nil {
+		if err := datasync(s.f); err != nil {
 			// What the kernel did with the unsynced pages is unknown:
 			// drop everything since the last good fsync so that the log
 			// never holds events whose callers were told they failed.
@@ -405,11 +413,22 @@ func (s *FileSink) undo(size int64) {
 // already recorded a later one.
 func (s *FileSink) advanceHead() error {
 	h := head{Seq: s.seq, Offset: s.syncedSize, Hash: s.syncedHash}
-	cur, ok, err := readHead(s.lock)
-	if err == nil && ok && !h.after(cur) {
+	prevLen := -1 // unknown: writeHead truncates after writing
+	if s.headOurs {
+		if !h.after(s.head) {
+			return nil
+		}
+		prevLen = s.headLen
+	} else if cur, ok, err := readHead(s.lock); err == nil && ok && !h.after(cur) {
 		return nil
 	}
-	return writeHead(s.lock, h)
+	n, err := writeHead(s.lock, h, prevLen)
+	if err != nil {
+		s.headOurs = false
+		return err
+	}
+	s.head, s.headLen, s.headOurs = h, n, true
+	return nil
 }
 
 // rotate renames the current file to the next number and starts a new

@@ -263,6 +263,49 @@ func TestTwoWriters(t *testing.T) {
 	if err != nil || res.Events != 200 || res.Files < 2 {
 		t.Fatalf("Verify = %+v, %v", res, err)
 	}
+	// The head names the end of the log, whichever writer wrote last: a
+	// writer that skips reading the head must not leave an older one.
+	hf, err := os.Open(path + headSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hf.Close()
+	h, ok, err := readHead(hf)
+	files, lerr := listFiles(path)
+	st, serr := os.Stat(path)
+	if err != nil || lerr != nil || serr != nil || !ok {
+		t.Fatalf("head %v %v, files %v, stat %v", ok, err, lerr, serr)
+	}
+	if last := files[len(files)-1].Seq; h.Seq != last || h.Offset != st.Size() {
+		t.Fatalf("head = file %d offset %d; want file %d offset %d", h.Seq, h.Offset, last, st.Size())
+	}
+}
+
+// TestWriteHeadShorter: a head shorter than the one it replaces leaves
+// no tail of the old one behind, whether or not the old length is known.
+func TestWriteHeadShorter(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "head"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	long := head{Seq: 12, Offset: 1234567890, Hash: strings.Repeat("a", 64)}
+	short := head{Seq: 1, Offset: 5, Hash: strings.Repeat("b", 64)}
+	for _, prevLen := range []int{-1, 0} {
+		n, err := writeHead(f, long, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prevLen == 0 {
+			prevLen = n
+		}
+		if _, err := writeHead(f, short, prevLen); err != nil {
+			t.Fatal(err)
+		}
+		if h, ok, err := readHead(f); err != nil || !ok || h != short {
+			t.Fatalf("prevLen %d: head = %+v, %v, %v; want %+v", prevLen, h, ok, err, short)
+		}
+	}
 }
 
 // TestDeferredEventsAreSynced: deferred events reach the disk and the head
