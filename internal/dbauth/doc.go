@@ -47,7 +47,8 @@
 // reads and unseals the store once per user and second (passwordCache).
 // Passwords it sets itself are used at once, Reload and Close drop them
 // all, and one another replica or 'iamdb db rotate' sets is seen within
-// storedPasswordTTL.
+// storedPasswordTTL, or at once by Refused, which the proxies call when
+// the upstream refuses a password, and which drops the cached one.
 //
 // # IAM-enabled users
 //

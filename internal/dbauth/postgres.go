@@ -420,6 +420,26 @@ func (p *Postgres) Password(ctx context.Context, dbUser string) (string, error) 
 	return "", fmt.Errorf("instance %s: backend_auth.mode %q: use managed, secrets or trust", st.in.Name, st.in.BackendAuth.Mode)
 }
 
+// Refused is called when the upstream refused password, which Password
+// gave for dbUser. In mode managed it drops the password cached for dbUser
+// and asks Password again, so a password another replica or 'iamdb db
+// rotate' set within storedPasswordTTL is seen at once; it returns that
+// password and whether it differs from the refused one, that is whether
+// logging in once more with it may succeed. In modes secrets and trust the
+// password cannot have changed behind iamdb's back: it returns false.
+func (p *Postgres) Refused(ctx context.Context, dbUser, password string) (string, bool, error) {
+	st := p.state()
+	if st.in.BackendAuth.Mode != "managed" {
+		return "", false, nil
+	}
+	p.pwCache.forget(dbUser)
+	pw, err := p.managedPassword(ctx, st, dbUser)
+	if err != nil {
+		return "", false, err
+	}
+	return pw, pw != password, nil
+}
+
 // Reload applies a changed configuration of the same instance: secrets
 // file, admin password, iam_users, upstream. When anything cannot be read
 // the previous state stays in force and the error says why.

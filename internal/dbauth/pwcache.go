@@ -31,7 +31,9 @@ const passwordSweepEvery = time.Minute
 // value sharing the store (another replica, or 'iamdb db rotate') is seen
 // after at most storedPasswordTTL: until then logins get the previous
 // password, which the upstream then refuses. That bounded staleness is the
-// price of not reading the store at every login.
+// price of not reading the store at every login; Refused, which the
+// proxies call on such a refusal, drops the entry and reads the store
+// again, so the login is tried once more with the new password at once.
 //
 // Store reads race with password changes: a read that started before a
 // change may finish after it. Every change and every drop therefore bumps

@@ -3,6 +3,7 @@ package dbauth_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/iamdb/iamdb/internal/dbauth"
 	"github.com/iamdb/iamdb/internal/identity/identitytest"
 	"github.com/iamdb/iamdb/internal/identity/sqlstore"
+	"github.com/iamdb/iamdb/internal/testdb"
 )
 
 // countingStore counts the reads of stored passwords.
@@ -30,6 +32,7 @@ func (c *countingStore) GetBackendPassword(ctx context.Context, instance, dbUser
 // MySQL.
 type managedBackend interface {
 	Password(context.Context, string) (string, error)
+	Refused(context.Context, string, string) (string, bool, error)
 	Rotate(context.Context, string) error
 	RotateAll(context.Context) ([]string, error)
 	Reload(context.Context, config.Instance) error
@@ -194,6 +197,86 @@ func TestPasswordCacheOtherReplicaAfterTTL(t *testing.T) {
 		}
 		e.mustLogIn(t, pw, old)
 	})
+}
+
+// TestPasswordCacheRefused: after the upstream refused the cached
+// password, Refused drops it and returns the one another value sharing the
+// store set, within the TTL; for the password the store holds it says
+// there is nothing newer.
+func TestPasswordCacheRefused(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e *cacheEnv) {
+		ctx := t.Context()
+		old := e.password(t, e.a)
+		if err := e.b.Rotate(ctx, e.user); err != nil {
+			t.Fatalf("Rotate on the other replica: %v", err)
+		}
+		if got := e.password(t, e.a); got != old {
+			t.Fatal("within the TTL the other replica's password was read: nothing was cached")
+		}
+		if err := e.login(t, old); err == nil {
+			t.Fatal("the replaced password still logs in")
+		}
+
+		e.store.reads.Store(0)
+		pw, changed, err := e.a.Refused(ctx, e.user, old)
+		if err != nil || !changed {
+			t.Fatalf("Refused(old) = changed %v, %v; want the other replica's password", changed, err)
+		}
+		if pw == old || !passwordRE.MatchString(pw) {
+			t.Fatalf("Refused(old) returned the refused password or a malformed one (len %d)", len(pw))
+		}
+		e.wantReads(t, 1, "Refused")
+		if other := e.password(t, e.b); other != pw {
+			t.Fatal("Refused returned another password than the other replica set")
+		}
+		e.mustLogIn(t, pw, old)
+		// The new password is cached: no TTL to wait for, no more reads.
+		e.store.reads.Store(0)
+		if got := e.password(t, e.a); got != pw {
+			t.Fatal("Password after Refused returned the refused password")
+		}
+		e.wantReads(t, 0, "the call after Refused")
+
+		// Refused for the password the store holds: nothing newer.
+		again, changed, err := e.a.Refused(ctx, e.user, pw)
+		if err != nil || changed || again != pw {
+			t.Fatalf("Refused(current) = changed %v, same password %v, %v; want false", changed, again == pw, err)
+		}
+		e.wantReads(t, 1, "the second Refused")
+	})
+}
+
+// TestRefusedOutsideManaged: in modes secrets and trust a refusal stands.
+func TestRefusedOutsideManaged(t *testing.T) {
+	ctx := t.Context()
+	secrets := filepath.Join(t.TempDir(), "secrets.yaml")
+	writeSecrets(t, secrets, "app: s3cret-App\n", 0o600)
+	noEnv := func(string) (string, bool) { return "", false }
+	for _, mode := range []string{"secrets", "trust"} {
+		pgIn := instance(upstreamNoServer(), mode)
+		pgIn.IAMUsers = []string{"app"}
+		pgIn.Upstream.TLS, pgIn.Upstream.CA = "disable", ""
+		pgIn.BackendAuth.SecretsFile = secrets
+		myIn := mysqlInstance(&testdb.MariaDBServer{Host: "127.0.0.1", Port: 1}, mode, "app")
+		myIn.Upstream.TLS, myIn.Upstream.CA = "disable", ""
+		myIn.BackendAuth.SecretsFile = secrets
+		// Nothing listens on port 1: no admin connection is needed.
+		for name, b := range map[string]managedBackend{
+			"postgres": newPostgres(t, dbauth.PostgresOptions{Instance: pgIn, LookupEnv: noEnv}),
+			"mysql":    newMySQL(t, dbauth.MySQLOptions{Instance: myIn, LookupEnv: noEnv}),
+		} {
+			pw, err := b.Password(ctx, "app")
+			if err != nil {
+				t.Fatalf("%s, mode %s: Password: %v", name, mode, err)
+			}
+			if _, changed, err := b.Refused(ctx, "app", pw); err != nil || changed {
+				t.Errorf("%s, mode %s: Refused = changed %v, %v; want false", name, mode, changed, err)
+			}
+			if _, changed, err := b.Refused(ctx, "app", "another password"); err != nil || changed {
+				t.Errorf("%s, mode %s: Refused of another password = changed %v, %v; want false", name, mode, changed, err)
+			}
+		}
+	}
 }
 
 // TestPasswordCacheOwnChangesAtOnce: a password this value sets (Rotate,

@@ -22,6 +22,12 @@ type Backend interface {
 	// Password is the password iamdb logs in to the upstream with as the
 	// IAM user dbUser ("" when the upstream trusts iamdb).
 	Password(ctx context.Context, dbUser string) (string, error)
+	// Refused is called when the upstream refused password, which
+	// Password gave for dbUser. It returns the password to log in with
+	// once more and true when there is a different one by now (mode
+	// managed: another replica or 'iamdb db rotate' changed it), else
+	// false: the refusal stands.
+	Refused(ctx context.Context, dbUser, password string) (string, bool, error)
 }
 
 // Admission is admission control for one instance (spec: proxy.md,

@@ -79,6 +79,11 @@ func (b *testBackend) Password(_ context.Context, u string) (string, error) {
 	return p, nil
 }
 
+// Refused: the fixed passwords never change, so a refusal stands.
+func (b *testBackend) Refused(context.Context, string, string) (string, bool, error) {
+	return "", false, nil
+}
+
 // users are created once per server, with CREATE USER … IDENTIFIED BY:
 // the passwords the test Backend returns, the same on every server.
 var (

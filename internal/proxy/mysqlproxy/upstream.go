@@ -302,7 +302,8 @@ func (l *login) upstreamRejected(p []byte, msg string) *failure {
 func (l *login) upstreamSession(ctx context.Context, password string) (*session, *failure) {
 	gen, on := l.srv.pool.Generation()
 	if !on {
-		return l.connectUpstream(ctx, password)
+		sess, _, f := l.connectUpstream(ctx, password)
+		return sess, f
 	}
 	key := l.poolKey(password)
 	if us, ok := l.srv.pool.Get(key); ok {
@@ -316,24 +317,49 @@ func (l *login) upstreamSession(ctx context.Context, password string) (*session,
 		sess := &session{upstream: us.Conn, upstreamID: us.id, loginOK: us.ok, reuse: us}
 		return l.ready(ctx, sess, us.ok, "reused")
 	}
-	sess, f := l.connectUpstream(ctx, password)
+	sess, password, f := l.connectUpstream(ctx, password)
 	if f == nil {
+		key = l.poolKey(password) // the password it logged in with
 		sess.reuse = &upstreamSession{Pooled: proxy.Pooled{Key: key, Conn: sess.upstream, Created: time.Now(), Gen: gen},
 			id: sess.upstreamID, ok: sess.loginOK}
 	}
 	return sess, f
 }
 
-// connectUpstream logs in to the upstream as the client's user with
+// connectUpstream logs in to the upstream as the client's user with the
+// backend password, and on success hands the upstream's OK packet to the
+// client. When the upstream refuses the password (ER_ACCESS_DENIED_ERROR)
+// and the backend has a different one by now (another replica or 'iamdb
+// db rotate' changed it), that connection is closed and the login is tried
+// once more, on a new one, with the new password. It returns the password
+// of the last attempt.
+func (l *login) connectUpstream(ctx context.Context, password string) (*session, string, *failure) {
+	sess, refusal, f := l.loginUpstream(ctx, password)
+	if refusal != nil && parseError(refusal).code == erAccessDenied {
+		if pw, ok := l.newerPassword(ctx, password); ok {
+			sess.upstream.Close()
+			password = pw
+			sess, refusal, f = l.loginUpstream(ctx, password)
+		}
+	}
+	if refusal != nil {
+		f = l.upstreamRejected(refusal, "upstream refused the login")
+	}
+	return sess, password, f
+}
+
+// loginUpstream logs in to the upstream as the client's user with
 // password, answering whatever authentication plugin the upstream asks
-// for, and on success hands the upstream's OK packet to the client.
-func (l *login) connectUpstream(ctx context.Context, password string) (*session, *failure) {
+// for, and on success hands the upstream's OK packet to the client. When
+// the upstream refuses the login, refusal is its ERR packet, not yet
+// logged or relayed, and the session holds the upstream connection.
+func (l *login) loginUpstream(ctx context.Context, password string) (sess *session, refusal []byte, f *failure) {
 	leg, f := l.dialUpstream(ctx)
 	if f != nil {
-		return nil, f
+		return nil, nil, f
 	}
-	sess := &session{upstream: leg.conn, upstreamID: leg.greet.connectionID}
-	fail := func(f *failure) (*session, *failure) { return sess, f }
+	sess = &session{upstream: leg.conn, upstreamID: leg.greet.connectionID}
+	fail := func(f *failure) (*session, []byte, *failure) { return sess, nil, f }
 
 	plugin, scramble := leg.greet.plugin, leg.greet.scramble
 	data, err := authResponse(plugin, scramble, password, leg.secure)
@@ -356,9 +382,10 @@ func (l *login) connectUpstream(ctx context.Context, password string) (*session,
 		switch p[0] {
 		case pktOK:
 			sess.loginOK = p
-			return l.ready(ctx, sess, p, "upstream login")
+			sess, f = l.ready(ctx, sess, p, "upstream login")
+			return sess, nil, f
 		case pktERR:
-			return fail(l.upstreamRejected(p, "upstream refused the login"))
+			return sess, p, nil
 		case pktAuthSwitch:
 			if len(p) == 1 {
 				return fail(l.upstreamAuthUnsupported(errors.New("the upstream asks for the pre-4.1 password scheme")))

@@ -78,6 +78,11 @@ func (b *testBackend) Password(_ context.Context, u string) (string, error) {
 	return p, nil
 }
 
+// Refused: the fixed passwords never change, so a refusal stands.
+func (b *testBackend) Refused(context.Context, string, string) (string, bool, error) {
+	return "", false, nil
+}
+
 // roles are created once per test binary on the shared server.
 var (
 	rolesOnce sync.Once

@@ -94,11 +94,14 @@ func (st *settings) notePQ(offered *tls.Config, curve tls.CurveID) {
 }
 
 // connectUpstream logs in to the upstream as l.user (TLS, SCRAM, md5 as
-// the server asks) — or, for an IAM login (pooled) when the pool holds
-// an idle session of the same key, takes that one instead — and tells the
+// the server asks) — or, for an IAM login (iam) when the pool holds an
+// idle session of the same key, takes that one instead — and tells the
 // client it is in: AuthenticationOk, the server's ParameterStatus values,
-// iamdb's BackendKeyData and ReadyForQuery.
-func (l *login) connectUpstream(ctx context.Context, password string, pooled bool) (*session, *failure) {
+// iamdb's BackendKeyData and ReadyForQuery. When the upstream refuses the
+// backend password of an IAM login (28P01, 28000) and the backend has a
+// different one by now (another replica or 'iamdb db rotate' changed it),
+// the login is tried once more, on a new connection, with the new one.
+func (l *login) connectUpstream(ctx context.Context, password string, iam bool) (*session, *failure) {
 	params := map[string]string{}
 	for k, v := range l.params {
 		switch {
@@ -114,13 +117,23 @@ func (l *login) connectUpstream(ctx context.Context, password string, pooled boo
 			params["application_name"] = taggedApplicationName(l.params["application_name"], p)
 		}
 	}
-	reuse := l.pooledSession(pooled, password, params)
+	reuse := l.pooledSession(iam, password, params)
 	if reuse != nil && reuse.bc != nil {
 		return l.ready(ctx, reuse.bc, reuse)
 	}
 	b := &backendLogin{dial: l.dialUpstream, address: l.st.upstream.Address, tls: l.st.upstreamTLSConfig(),
 		user: l.user, database: l.database, password: password, params: params, cache: l.srv.scram}
 	hc, err := b.run(ctx)
+	if iam && isPasswordRefusal(err) {
+		// b.run closed the refused connection.
+		if pw, ok := l.newerPassword(ctx, password); ok {
+			b.password = pw
+			if reuse != nil {
+				reuse.Key = poolKeyFor(l.user, l.database, pw, params)
+			}
+			hc, err = b.run(ctx)
+		}
+	}
 	if err != nil {
 		var ue *upstreamAuthError
 		if errors.As(err, &ue) {
@@ -140,6 +153,14 @@ func (l *login) connectUpstream(ctx context.Context, password string, pooled boo
 		reuse.bc, reuse.Conn, reuse.Created = hc, hc.conn, time.Now()
 	}
 	return l.ready(ctx, hc, reuse)
+}
+
+// isPasswordRefusal reports whether err is the upstream refusing the
+// login's credentials: invalid_password (28P01) or
+// invalid_authorization_specification (28000).
+func isPasswordRefusal(err error) bool {
+	var ue *upstreamAuthError
+	return errors.As(err, &ue) && (ue.pg.Code == "28P01" || ue.pg.Code == "28000")
 }
 
 // pooledSession is, for a login whose upstream session may be pooled, an
