@@ -403,41 +403,13 @@ func (p *Postgres) forgetMemberships() {
 // one iamdb set itself, set or rotated first when there is none yet or it
 // is older than backend_auth.rotate_every.
 func (p *Postgres) Password(ctx context.Context, dbUser string) (string, error) {
-	st := p.state()
-	switch st.in.BackendAuth.Mode {
-	case "trust":
-		return "", nil
-	case "secrets":
-		pw, ok := st.secrets[dbUser]
-		if !ok {
-			return "", fmt.Errorf("instance %s: no password for database user %q in %s: add '%s: PASSWORD' to it and reload iamdb (SIGHUP)",
-				st.in.Name, dbUser, st.in.BackendAuth.SecretsFile, dbUser)
-		}
-		return pw, nil
-	case "managed":
-		return p.managedPassword(ctx, st, dbUser)
-	}
-	return "", fmt.Errorf("instance %s: backend_auth.mode %q: use managed, secrets or trust", st.in.Name, st.in.BackendAuth.Mode)
+	return backendPassword(ctx, p.state(), dbUser, p.managedPassword)
 }
 
 // Refused is called when the upstream refused password, which Password
-// gave for dbUser. In mode managed it drops the password cached for dbUser
-// and asks Password again, so a password another replica or 'iamdb db
-// rotate' set within storedPasswordTTL is seen at once; it returns that
-// password and whether it differs from the refused one, that is whether
-// logging in once more with it may succeed. In modes secrets and trust the
-// password cannot have changed behind iamdb's back: it returns false.
+// gave for dbUser: see refusedPassword.
 func (p *Postgres) Refused(ctx context.Context, dbUser, password string) (string, bool, error) {
-	st := p.state()
-	if st.in.BackendAuth.Mode != "managed" {
-		return "", false, nil
-	}
-	p.pwCache.forget(dbUser)
-	pw, err := p.managedPassword(ctx, st, dbUser)
-	if err != nil {
-		return "", false, err
-	}
-	return pw, pw != password, nil
+	return refusedPassword(ctx, p.state(), &p.pwCache, dbUser, password, p.managedPassword)
 }
 
 // Reload applies a changed configuration of the same instance: secrets

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/iamdb/iamdb/internal/authn"
@@ -118,4 +119,20 @@ func Refusal(err error) (result, reason string, attrs []any, ok bool) {
 		attrs = append(attrs, "principal", ae.Principal.ARN)
 	}
 	return ae.Code, ae.Detail, attrs, true
+}
+
+// NewerPassword is, after the upstream refused password, the backend
+// password to log in with once more as dbUser: the user's current one when
+// it changed since password was read (another replica or 'iamdb db rotate'
+// set a new one). false: the refusal stands. Neither password is logged.
+func NewerPassword(ctx context.Context, b Backend, log *slog.Logger, dbUser, password string) (string, bool) {
+	pw, changed, err := b.Refused(ctx, dbUser, password)
+	if err != nil {
+		log.Error("cannot read the upstream password again after a refusal", "err", err)
+		return "", false
+	}
+	if changed {
+		log.Info("upstream refused the backend password; logging in again with the one set since")
+	}
+	return pw, changed
 }

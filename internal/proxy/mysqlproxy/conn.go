@@ -323,22 +323,6 @@ func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
 	return l.upstreamSession(ctx, password)
 }
 
-// newerPassword is, after the upstream refused password, the backend
-// password to log in with once more: the user's current one when it
-// changed since password was read (another replica or 'iamdb db rotate'
-// set a new one). false: the refusal stands.
-func (l *login) newerPassword(ctx context.Context, password string) (string, bool) {
-	pw, changed, err := l.st.backend.Refused(ctx, l.resp.user, password)
-	if err != nil {
-		l.log.Error("cannot read the upstream password again after a refusal", "err", err)
-		return "", false
-	}
-	if changed {
-		l.log.Info("upstream refused the backend password; logging in again with the one set since")
-	}
-	return pw, changed
-}
-
 // readToken gets the token as a clear-text password: at once when the
 // client already used mysql_clear_password, else after an auth switch to
 // it, whatever plugin the client started with.

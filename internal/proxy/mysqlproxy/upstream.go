@@ -336,7 +336,7 @@ func (l *login) upstreamSession(ctx context.Context, password string) (*session,
 func (l *login) connectUpstream(ctx context.Context, password string) (*session, string, *failure) {
 	sess, refusal, f := l.loginUpstream(ctx, password)
 	if refusal != nil && parseError(refusal).code == erAccessDenied {
-		if pw, ok := l.newerPassword(ctx, password); ok {
+		if pw, ok := proxy.NewerPassword(ctx, l.st.backend, l.log, l.resp.user, password); ok {
 			sess.upstream.Close()
 			password = pw
 			sess, refusal, f = l.loginUpstream(ctx, password)

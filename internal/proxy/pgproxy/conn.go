@@ -378,22 +378,6 @@ func (l *login) loginIAM(ctx context.Context) (*session, *failure) {
 	return l.connectUpstream(ctx, password, true)
 }
 
-// newerPassword is, after the upstream refused password, the backend
-// password to log in with once more: the user's current one when it
-// changed since password was read (another replica or 'iamdb db rotate'
-// set a new one). false: the refusal stands.
-func (l *login) newerPassword(ctx context.Context, password string) (string, bool) {
-	pw, changed, err := l.st.backend.Refused(ctx, l.user, password)
-	if err != nil {
-		l.log.Error("cannot read the upstream password again after a refusal", "err", err)
-		return "", false
-	}
-	if changed {
-		l.log.Info("upstream refused the backend password; logging in again with the one set since")
-	}
-	return pw, changed
-}
-
 // readPassword reads the client's PasswordMessage. By hand rather than
 // with a pgproto3.Backend: its 'p' decoding depends on SetAuthType, and
 // its read-ahead buffer would have to be drained before the relay.

@@ -126,7 +126,7 @@ func (l *login) connectUpstream(ctx context.Context, password string, iam bool) 
 	hc, err := b.run(ctx)
 	if iam && isPasswordRefusal(err) {
 		// b.run closed the refused connection.
-		if pw, ok := l.newerPassword(ctx, password); ok {
+		if pw, ok := proxy.NewerPassword(ctx, l.st.backend, l.log, l.user, password); ok {
 			b.password = pw
 			if reuse != nil {
 				reuse.Key = poolKeyFor(l.user, l.database, pw, params)
